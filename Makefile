@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both install what they need.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_STAMP := $(VENV)/.system-deps
+TORCH := torch==2.14.1 torchaudio==2.11.0
+SYSTEM_TOOLS := ffmpeg sox chromium
+
+.PHONY: demo test install system-deps clean bench docs
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Debian tools: ffmpeg (codecs), sox + TTS engines (corpus script), chromium (HTML report test).
+$(APT_STAMP): | $(BIN)/python
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing system packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "warning: missing system tools:$$missing (install them with your package manager)"; fi; \
+	fi
+	@touch $@
+
+$(STAMP): pyproject.toml sec4sr_plugins_*/pyproject.toml $(APT_STAMP) | $(BIN)/python
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q --config-settings editable_mode=compat -e ".[test]" -e sec4sr_plugins_models -e sec4sr_plugins_defenses -e sec4sr_plugins_attacks
+	$(BIN)/pip install -q --no-deps resemblyzer==0.1.4
+	@touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/sec4sr run --model ge2e --task csi-e --attack pgd-10 --defense qt:q=512 --limit 24 --out demo-out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``sec4sr`` CLI, one module each (discovered by :mod:`sec4sr_core.cli`)."""
