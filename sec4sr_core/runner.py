@@ -15,7 +15,6 @@ Settings:
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from .params import parse_chain, parse_spec
 from .plugins import get_registry, pm, versions
 from .store import ResultStore
 from .store_models import home
+from .targets import batch_seed, choose_targets
 from .system import DefendedSystem, SpeakerSystem
 
 Setting = Literal["non-adaptive", "adaptive"]
@@ -76,10 +76,6 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+~-]", "", text) or "x"
 
 
-def batch_seed(*parts: Any) -> int:
-    return int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:8], 16)
-
-
 def resolve_dataset(spec: str) -> Dataset:
     """A dataset from its spec (``embedded``, ``folder:root=...``) or from a folder path."""
     if Path(spec).expanduser().is_dir():
@@ -110,21 +106,6 @@ class Cell:
     attack: str
     setting: str
     rows: list[dict[str, Any]] = field(default_factory=list)
-
-
-def choose_targets(labels: torch.Tensor, utt_ids: Sequence[str], task: Task, n_speakers: int, seed: int) -> torch.Tensor:
-    """A random target ≠ true label per utterance (−1 is a legal target for SV/OSI), seeded per utterance."""
-    out = []
-    for lab, uid in zip(labels.tolist(), utt_ids):
-        if task == Task.SV:
-            out.append(REJECT if lab == 0 else 0)
-            continue
-        choices = [c for c in range(n_speakers) if c != lab]
-        if task == Task.OSI and lab != REJECT:
-            choices.append(REJECT)
-        g = torch.Generator().manual_seed(batch_seed(seed, "target", uid))
-        out.append(choices[int(torch.randint(len(choices), (1,), generator=g))])
-    return torch.tensor(out, dtype=torch.int64)
 
 
 class Study:
