@@ -44,6 +44,7 @@ __all__ = [
 #: Every rule the kit checks: id -> what it requires. Violation messages start with the id.
 RULES: dict[str, str] = {
     "component.name": "`name` is a non-empty spec-safe id: letters, digits, `-`, `_`, `.` (no `:`, `+`, `,`, `=`, spaces)",
+    "component.load": "a component registered by path (\"module:Class\") imports",
     "component.unique": "no other component of the same kind is registered under the same name",
     "component.summary": "`summary` (or the docstring's first line) is one non-empty line",
     "params.model": "`Params` subclasses `sec4sr_core.Params` (unknown keys refused, values validated)",
@@ -332,7 +333,8 @@ def _check_params(c: _Checker, cls: type, params: dict[str, Any] | None) -> Para
     pcls = getattr(cls, "Params", None)
     if not (isinstance(pcls, type) and issubclass(pcls, Params)):
         c.fail("params.model", f"{c.who}: `Params` must subclass sec4sr_core.Params, got {pcls!r}")
-        return None
+        if not (isinstance(pcls, type) and hasattr(pcls, "model_fields")):
+            return None
     for field, info in pcls.model_fields.items():
         if not (info.description or "").strip():
             c.fail("params.described", f"{c.who}: parameter {field!r} has no description; "
@@ -586,7 +588,7 @@ def _check_defense_in_chain(c: _Checker, d: Defense, model: SpeakerModel, x_wave
         ds = DefendedSystem(system, [d])
         ds.seed(seed)
         scores = ds(x)
-        (grad,) = torch.autograd.grad(scores.sum(), x)
+        (grad,) = torch.autograd.grad(scores.sum(), x, allow_unused=True) if scores.requires_grad else (None,)
     except Exception as exc:  # noqa: BLE001
         c.fail("defense.chain", f"{c.who} fails inside a DefendedSystem {where}: {type(exc).__name__}: "
                                 f"{_one_line(exc)}")
@@ -594,7 +596,7 @@ def _check_defense_in_chain(c: _Checker, d: Defense, model: SpeakerModel, x_wave
     if scores.shape != (x.shape[0], len(system.speakers)):
         c.fail("defense.chain", f"{c.who}: the defended system's scores are {tuple(scores.shape)}, expected "
                                 f"{(x.shape[0], len(system.speakers))} {where}")
-    if not bool(torch.isfinite(grad).all()) or float(grad.abs().max()) == 0.0:
+    if grad is None or not bool(torch.isfinite(grad).all()) or float(grad.abs().max()) == 0.0:
         c.fail("defense.chain", f"{c.who}: the defended system has no usable gradient {where} (adaptive attacks "
                                 f"need one; non-differentiable defenses get BPDA only when they declare "
                                 f"differentiable = False)")
@@ -656,20 +658,20 @@ def check_attack(cls: type[Attack], params: dict[str, Any] | None = None, *, sys
 
     x_before = x.clone()
     hook = ds.register_forward_pre_hook(count)
+    result = oracle = None
     try:
         result, oracle = run_once()
     except KnowledgeError as exc:
         c.fail("attack.knowledge", f"{c.who} declares knowledge {knowledge.value!r} but asked its oracle for more: "
                                    f"{_one_line(exc)}")
-        c.done()
-        return
     except Exception as exc:  # noqa: BLE001
         c.fail("attack.result", f"{c.who} raised {type(exc).__name__} on a {tuple(x.shape)} batch "
                                 f"({ds.task.value}, {'targeted' if targeted else 'untargeted'}): {_one_line(exc)}")
-        c.done()
-        return
     finally:
         hook.remove()
+    if result is None:
+        c.done()
+        return
     if not torch.equal(x, x_before):
         c.fail("attack.input", f"{c.who} modified its input batch in place")
     if not _check_attack_result(c, result, x, batch):
@@ -1072,7 +1074,7 @@ def check_registered(kind: str, name: str, params: dict[str, Any] | None = None,
     try:
         cls = entry.load()
     except PluginError as exc:
-        raise ContractError(kind, name, [Violation("component.name", str(exc))]) from None
+        raise ContractError(kind, name, [Violation("component.load", str(exc))]) from None
     if not (entry.summary or "").strip():
         raise ContractError(kind, name, [Violation("component.summary", f"{kind} {name!r} of {entry.distribution} "
                                                                         f"has no summary")])
