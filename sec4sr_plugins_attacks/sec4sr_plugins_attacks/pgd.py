@@ -1,8 +1,18 @@
-"""Projected gradient descent (Madry et al.) in an L∞ ball, white-box.
+"""Gradient attacks: FGSM, PGD (L∞ and L2, random restarts), CW∞, and PGD on NES gradient estimates.
 
-x_{k+1} = clip_{[x-ε, x+ε] ∩ [-1, 1]}(x_k - α·sign(∇ loss)), with the losses of :mod:`sec4sr_core.losses`
-(minimised). Optional random restarts start from x + U(-ε, ε). The best adversarial example is kept **per
-utterance** across steps and restarts (success first, then the lowest loss), not per batch.
+PGD (Madry et al.) descends the losses of :mod:`sec4sr_core.losses` (minimised):
+
+* L∞: ``x_{k+1} = Π_{[x−ε, x+ε] ∩ [−1, 1]}(x_k − α·sign(∇))``;
+* L2: ``x_{k+1} = Π_{‖·−x‖₂ ≤ ε, [−1, 1]}(x_k − α·∇/‖∇‖₂)``.
+
+Every iterate's decision comes with its gradient (one forward+backward per step), and the final iterate is
+evaluated with one forward, so the best adversarial example is kept **per utterance** (a success first, then the
+lowest loss) across steps and restarts at no extra query. Restarts after the first start from ``x + U(−ε, ε)`` (L∞)
+or a random point of the L2 ball, and run only for the utterances that have not succeeded yet.
+
+FGSM is one step of size ε. CW∞ is PGD on the margin loss with the predecessor's CW∞ defaults (α = 0.001).
+``pgd-nes`` is PGD whose gradient is an NES estimate from scores only (antithetic Gaussian probes), the
+score-based adaptive attack.
 """
 
 from __future__ import annotations
@@ -10,52 +20,177 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from sec4sr_core.adaptive import nes_gradient
 from sec4sr_core.interfaces import Attack, AttackResult, Knowledge
-from sec4sr_core.losses import resolve_loss, success
+from sec4sr_core.losses import success
 from sec4sr_core.params import Params
+
+from .common import Best, check_labels, ensure_threshold, expand, l2_norm, linf_box, objective, project_l2, project_linf
 
 
 class PGDParams(Params):
-    epsilon: float = Field(0.002, gt=0, le=1, description="L∞ bound in [-1, 1] amplitude units")
-    step_size: float = Field(0.0004, gt=0, description="step α per iteration in [-1, 1] amplitude units")
+    epsilon: float = Field(0.002, gt=0, description="perturbation bound in [-1, 1] amplitude units: per sample (L∞) "
+                                                    "or for the whole waveform (L2)")
+    step_size: float = Field(0.0004, gt=0, description="step α per iteration in [-1, 1] amplitude units "
+                                                       "(L∞: per sample; L2: length of the step)")
     steps: int = Field(10, ge=1, description="iterations per restart")
-    restarts: int = Field(0, ge=0, description="random restarts (0 = start at x)")
+    restarts: int = Field(0, ge=0, description="random restarts (0 = one run starting at x)")
+    norm: Literal["linf", "l2"] = Field("linf", description="the ball: 'linf' or 'l2'")
     loss: Literal["ce", "margin"] = Field("ce", description="objective; SV/OSI always use the margin loss")
-    kappa: float = Field(0.0, ge=0, description="confidence κ of the margin loss")
+    kappa: float = Field(0.0, ge=0, description="confidence κ of the margin loss (score units)")
 
 
 class PGD(Attack):
-    """Projected gradient descent in an L∞ ball (white-box), best example kept per utterance."""
+    """Projected gradient descent in an L∞ or L2 ball (white-box), restarts, best example kept per utterance."""
 
     name = "pgd"
     Params = PGDParams
     knowledge = Knowledge.WHITE_BOX
     norm = "linf"
 
-    def run(self, oracle, x, y, targeted=False):
-        p = self.params
-        loss_fn = resolve_loss(p.loss, oracle.task, targeted, p.kappa, oracle.threshold)
-        lower = (x - p.epsilon).clamp(min=-1.0)
-        upper = (x + p.epsilon).clamp(max=1.0)
-        best = x.clone()
-        best_ok = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        best_loss = torch.full((x.shape[0],), float("inf"), device=x.device)
-        y = y.to(x.device)
+    def __init__(self, params=None, **kwargs) -> None:
+        super().__init__(params, **kwargs)
+        self.norm = getattr(self.params, "norm", "linf")  # per instance: 'linf' or 'l2'
+
+    # -- pieces subclasses may change -------------------------------------------------------------------------
+    def gradient(self, oracle, adv, loss_fn, y, idx):
+        """(loss (N,), gradient (N, 1, T), decisions (N,)) at ``adv`` for the utterances ``idx``."""
+        loss, grad, _, dec = oracle.loss_and_grad(adv, loss_fn, y, owners=idx.cpu())
+        return loss, grad, dec
+
+    def prepare(self, oracle, x) -> None:
+        """Hook run before the loss is built (black-box subclasses estimate the threshold here)."""
+
+    def pgd_params(self) -> PGDParams:
+        """The PGD configuration this attack runs (FGSM and CW∞ derive theirs)."""
+        return self.params
+
+    def start(self, p: PGDParams, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if not p.restarts:
+            return x.clone()
+        if not p.restarts:
+            return x.clone()
+        if p.norm == "l2":
+            d = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            r = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
+            d = d / expand(l2_norm(d).clamp(min=1e-12), d) * expand(r * p.epsilon, d)
+            return project_l2(x + d, x, p.epsilon)
+        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
+        return (x + noise * p.epsilon).clamp(-1.0, 1.0)
+
+    def step(self, p: PGDParams, adv, grad, x, lower, upper) -> torch.Tensor:
+        if p.norm == "l2":
+            g = grad / expand(l2_norm(grad).clamp(min=1e-12), grad)
+            return project_l2(adv - p.step_size * g, x, p.epsilon)
+        return project_linf(adv - p.step_size * grad.sign(), lower, upper)
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    def run(self, oracle, x, y, targeted=False) -> AttackResult:
+        p = self.pgd_params()
+        x = x.to(oracle.device)
+        y = y.to(oracle.device).long()
+        check_labels(oracle, y, targeted)
+        self.prepare(oracle, x)
+        loss_fn = objective(oracle, p.loss, targeted, p.kappa)
+        best = Best(x)
+        all_idx = torch.arange(x.shape[0], device=x.device)
         for restart in range(max(1, p.restarts)):
-            adv = x.clone()
-            if p.restarts:
-                noise = torch.rand(x.shape, generator=oracle.generator, device=x.device) * 2 - 1
-                adv = torch.max(torch.min(x + noise * p.epsilon, upper), lower)
-            for _ in range(p.steps + 1):
-                loss, grad, _, dec = oracle.loss_and_grad(adv, loss_fn, y)
-                ok = success(dec, y, targeted)
-                better = (ok & ~best_ok) | ((ok == best_ok) & (loss < best_loss))
-                best[better] = adv[better]
-                best_loss = torch.where(better, loss, best_loss)
-                best_ok = best_ok | ok
-                adv = torch.max(torch.min(adv - p.step_size * grad.sign(), upper), lower).detach()
-        with torch.no_grad():
-            decisions = oracle.decisions(best)
-        return AttackResult(best, success(decisions, y, targeted).cpu(), oracle.queries.clone(), decisions.cpu())
+            idx = all_idx if restart == 0 else all_idx[~best.ok]
+            if idx.numel() == 0:
+                break
+            xs, ys = x[idx], y[idx]
+            lower, upper = linf_box(xs, p.epsilon)
+            adv = self.start(p, xs, oracle.generator)
+            for _ in range(p.steps):
+                loss, grad, dec = self.gradient(oracle, adv, loss_fn, ys, idx)
+                best.update(adv, loss, success(dec, ys, targeted), dec, idx)
+                adv = self.step(p, adv, grad, xs, lower, upper).detach()
+            with torch.no_grad():
+                scores, dec = oracle.scores_and_decisions(adv, owners=idx.cpu())
+                best.update(adv, loss_fn(scores, ys), success(dec, ys, targeted), dec, idx)
+        return best.result(oracle, y, targeted, **self.extra(oracle))
+
+    def extra(self, oracle) -> dict:
+        return {}
+
+
+class FGSMParams(Params):
+    epsilon: float = Field(0.002, gt=0, le=1, description="step = L∞ bound in [-1, 1] amplitude units")
+    loss: Literal["ce", "margin"] = Field("ce", description="objective; SV/OSI always use the margin loss")
+    kappa: float = Field(0.0, ge=0, description="confidence κ of the margin loss (score units)")
+
+
+class FGSM(PGD):
+    """Fast gradient sign method: one signed step of size ε (white-box)."""
+
+    name = "fgsm"
+    Params = FGSMParams
+
+    def pgd_params(self) -> PGDParams:
+        p = self.params
+        return PGDParams(epsilon=p.epsilon, step_size=p.epsilon, steps=1, loss=p.loss, kappa=p.kappa)
+
+
+class CWInfParams(Params):
+    epsilon: float = Field(0.002, gt=0, le=1, description="L∞ bound in [-1, 1] amplitude units")
+    step_size: float = Field(0.001, gt=0, description="step α per iteration in [-1, 1] amplitude units")
+    steps: int = Field(10, ge=1, description="iterations per restart")
+    restarts: int = Field(0, ge=0, description="random restarts (0 = one run starting at x)")
+    kappa: float = Field(0.0, ge=0, description="confidence κ of the margin loss (score units)")
+
+
+class CWInf(PGD):
+    """CW∞: PGD in an L∞ ball on the margin loss with confidence κ (white-box)."""
+
+    name = "cwinf"
+    Params = CWInfParams
+
+    def pgd_params(self) -> PGDParams:
+        p = self.params
+        return PGDParams(epsilon=p.epsilon, step_size=p.step_size, steps=p.steps, restarts=p.restarts,
+                         loss="margin", kappa=p.kappa)
+
+
+class PGDNESParams(PGDParams):
+    samples: int = Field(50, ge=2, multiple_of=2, description="NES probes per gradient estimate (antithetic pairs)")
+    sigma: float = Field(0.001, gt=0, description="NES probe standard deviation in [-1, 1] amplitude units")
+    samples_batch: int = Field(50, ge=2, multiple_of=2,
+                               description="probes per utterance per oracle call (divides samples)")
+
+    @model_validator(mode="after")
+    def _divides(self):
+        if self.samples % min(self.samples_batch, self.samples):
+            raise ValueError("samples_batch must divide samples")
+        return self
+
+
+class PGDNES(PGD):
+    """PGD on NES gradient estimates from scores only (score-based; estimates the SV/OSI threshold)."""
+
+    name = "pgd-nes"
+    Params = PGDNESParams
+    knowledge = Knowledge.SCORES
+
+    def prepare(self, oracle, x) -> None:
+        ensure_threshold(oracle, x, self.params.epsilon)
+
+    def gradient(self, oracle, adv, loss_fn, y, idx):
+        p = self.params
+        k = idx.numel()
+        seen = {}
+
+        def probe_loss(probes: torch.Tensor) -> torch.Tensor:
+            m = probes.shape[0] // k
+            scores, dec = oracle.scores_and_decisions(probes, owners=idx.repeat(m).cpu())
+            if "dec" not in seen:
+                seen["dec"] = dec[:k]
+            return loss_fn(scores, y.repeat(m))
+
+        grad, _, loss_at_x = nes_gradient(probe_loss, adv, p.samples, p.sigma, oracle.generator,
+                                          batch=min(p.samples_batch, p.samples))
+        return loss_at_x, grad, seen["dec"]
+
+    def extra(self, oracle) -> dict:
+        return {"threshold_estimate": oracle.estimated_threshold} if oracle.task.has_threshold else {}
