@@ -81,7 +81,18 @@ class ResultStore:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
+        self._migrate()
         self.conn.commit()
+
+    def _migrate(self) -> None:
+        """Add the columns of this schema that an older ``results.sqlite`` lacks (backward compatible)."""
+        have = {r[1] for r in self.conn.execute("PRAGMA table_info(results)")}
+        types = {"label": "INTEGER", "target": "INTEGER", "claim": "INTEGER", "decision": "INTEGER",
+                 "correct": "INTEGER", "success": "INTEGER", "queries": "INTEGER", "time_s": "REAL", "seed": "INTEGER",
+                 "created": "REAL"}
+        for c in COLUMNS:
+            if c not in have:
+                self.conn.execute(f"ALTER TABLE results ADD COLUMN {c} {types.get(c, 'TEXT')}")
 
     def close(self) -> None:
         self.conn.close()
@@ -149,6 +160,35 @@ class ResultStore:
                     d[c] = json.loads(d[c])
             out.append(d)
         return out
+
+    def add_warnings(self, where: str, params: Sequence[Any], codes: dict[str, str]) -> int:
+        """Merge warning ``codes`` (code -> message) into the ``warnings`` of the rows matching ``where``, in one
+        transaction; idempotent. Returns the number of rows changed."""
+        changed = 0
+        with self.conn:
+            cur = self.conn.execute(f"SELECT id, warnings FROM results {where}", tuple(params))
+            for rid, raw in cur.fetchall():
+                current = json.loads(raw) if raw else []
+                seen = {w.get("code") for w in current if isinstance(w, dict)}
+                new = [{"code": c, "message": m} for c, m in codes.items() if c not in seen]
+                if new:
+                    self.conn.execute("UPDATE results SET warnings=? WHERE id=?", (_json(current + new), rid))
+                    changed += 1
+        return changed
+
+    def cells(self) -> list[dict[str, Any]]:
+        """Every (system, task, defense, attack, setting) present, in insertion order, with its row count."""
+        cur = self.conn.execute(
+            "SELECT system, task, defense, attack, setting, COUNT(*) FROM results "
+            "GROUP BY system, task, defense, attack, setting ORDER BY MIN(id)"
+        )
+        keys = ("system", "task", "defense", "attack", "setting", "n")
+        return [dict(zip(keys, r)) for r in cur]
+
+    def failures(self) -> list[dict[str, Any]]:
+        cur = self.conn.execute("SELECT system, task, defense, attack, setting, error, created FROM failures ORDER BY id")
+        keys = ("system", "task", "defense", "attack", "setting", "error", "created")
+        return [dict(zip(keys, r)) for r in cur]
 
     def count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM results").fetchone()[0])

@@ -2,7 +2,10 @@
 
 Each ``--attack SPEC`` is a column and each ``--defense SPEC`` a row (a chain joined by ``+``); the undefended
 system is always a row. Results go to ``<out>/results.sqlite`` (re-running resumes) and adversarial audio to
-``<out>/audio/<setting>/<attack>/[<defense>/]<speaker>/<utterance>.wav``.
+``<out>/audio/<setting>/<attack>/[<defense>/]<speaker>/<utterance>.wav`` (with a ``<system>-<task>/`` level first
+when the study has several systems). A TOML file holds the same keys as :class:`~sec4sr_core.runner.StudyConfig`
+(see ``docs/studies.md`` and ``examples/``); flags given with a file override its values. ``--report`` also writes
+the HTML report to ``<out>/report.html``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ def register(sub) -> None:
     p.add_argument("--threshold", type=float, help="override the stored SV/OSI threshold")
     p.add_argument("--out", help="output folder (default sec4sr-out)")
     p.add_argument("--metric", action="append", default=None, metavar="NAME", help="metric (repeatable)")
+    p.add_argument("--length", type=float, dest="length_s", help="trial audio length in seconds (default 3)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    p.add_argument("--report", action="store_true", help="also write the HTML report to <out>/report.html")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -63,7 +68,7 @@ def config_from_args(args) -> "Any":
         "model": args.model, "task": args.task, "dataset": args.dataset, "attacks": args.attack,
         "defenses": args.defense, "defense_order": args.defense_order, "eot": args.eot, "seed": args.seed,
         "device": args.device, "limit": args.limit, "batch_size": args.batch_size, "threshold": args.threshold,
-        "out": args.out, "metrics": args.metric,
+        "out": args.out, "metrics": args.metric, "length_s": getattr(args, "length_s", None),
     }
     values.update({k: v for k, v in flat.items() if v is not None})
     if args.targeted:
@@ -72,12 +77,23 @@ def config_from_args(args) -> "Any":
         values["settings"] = ["non-adaptive", "adaptive"]
     elif args.adaptive:
         values["settings"] = ["adaptive"]
+    return make_config(values)
+
+
+def make_config(values: dict[str, Any]) -> "Any":
+    """A validated :class:`StudyConfig`; a failure becomes one ParameterError line naming the field."""
+    from ..errors import ParameterError
+    from ..runner import StudyConfig
+
     try:
         return StudyConfig(**values)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise ParameterError(f"study config: {field}: {err['msg']}") from None
+        field = ".".join(str(p) for p in err["loc"]) or "(study)"
+        msg = err["msg"]
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown key"
+        raise ParameterError(f"study config: {field}: {msg}") from None
 
 
 def run(args) -> int:
@@ -92,4 +108,10 @@ def run(args) -> int:
     else:
         print(format_table(summary))
         print(f"\nresults: {Path(config.out) / 'results.sqlite'}")
+    if args.report:
+        from ..report import write_report
+
+        path = write_report(config.out, "html")
+        if not args.json:
+            print(f"report: {path}")
     return 0

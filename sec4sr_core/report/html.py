@@ -1,0 +1,144 @@
+"""The HTML report: one self-contained file (inline CSS, plots as base64 PNG data URIs, audio examples as base64 WAV
+data URIs in ``<audio controls>``), no script and no external resource."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+from .tables import StudyData, Table, study_tables
+
+#: at most this many audio players in one report (keeps the file a few MB)
+MAX_CLIPS = 24
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
+color:#222;padding:0 1em}
+h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.88em}
+th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left}
+th{background:#f3f3f3}td.warn{background:#fff3cd}
+p.note{color:#555;font-size:.85em;margin:.2em 0}.meta{color:#555;font-size:.85em}
+figure{display:inline-block;margin:.5em 1em .5em 0}figcaption{font-size:.8em;color:#555}
+audio{width:210px;height:32px}.clip{font-size:.75em;color:#555}
+.scroll{overflow-x:auto}
+"""
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _table(t: Table) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in t.headers)
+    body = []
+    for row in t.rows:
+        cells = []
+        for c in row:
+            cls = ' class="warn"' if isinstance(c, str) and c.endswith("!") else ""
+            cells.append(f"<td{cls}>{_e(c)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    note = f'<p class="note">{_e(t.note)}</p>' if t.note else ""
+    return (f'<h2 id="{_e(t.key)}">{_e(t.title)}</h2>{note}<div class="scroll"><table class="results" '
+            f'data-table="{_e(t.key)}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{data}"><figcaption>{_e(alt)}</figcaption></figure>'
+
+
+def _audio(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<div><audio controls preload="metadata" src="data:audio/wav;base64,{data}"></audio>'
+            f'<div class="clip">{_e(caption)}</div></div>')
+
+
+def audio_prefix(data: StudyData, system: str, task: str) -> Path:
+    """The audio folder of one system, as the runner lays it out."""
+    from ..runner import slug
+
+    base = data.out / "audio"
+    if len(data.summary["systems"]) > 1:
+        base = base / slug(f"{system}-{task}")
+    return base
+
+
+def examples_html(data: StudyData, max_clips: int = MAX_CLIPS) -> str:
+    """Players for the saved examples: per utterance, the benign audio, then per attack the adversarial audio and
+    what each defense row's wave-level defenses make of it."""
+    from ..runner import slug
+
+    cfg = data.config
+    sysdoc = data.summary["systems"][0]
+    prefix = audio_prefix(data, sysdoc["system"], sysdoc["task"])
+    benign = sorted((prefix / "benign").glob("*/*.wav"))[: max(cfg.examples, 0)]
+    defenses = [r["label"] for r in data.defense_rows if r["label"] != "none"]
+    parts, clips = [], 0
+    for b in benign:
+        spk, name = b.parent.name, b.name
+        if clips >= max_clips:
+            break
+        parts.append(f"<h3>{_e(spk)} / {_e(b.stem)}</h3>")
+        parts.append(_audio(b, "benign"))
+        clips += 1
+        rows = []
+        for a in cfg.attacks:
+            for st in cfg.settings:
+                if st == "non-adaptive":
+                    adv = prefix / st / slug(a) / spk / name
+                else:
+                    adv = prefix / st / slug(a) / "none" / spk / name
+                if not adv.exists() or clips >= max_clips:
+                    continue
+                cells = [f"<td>{_e(a)} ({'A' if st == 'adaptive' else 'NA'})</td>",
+                         f"<td>{_audio(adv, 'adversarial')}</td>"]
+                clips += 1
+                for d in defenses:
+                    p = prefix / "defended" / st / slug(a) / slug(d) / spk / name
+                    if p.exists() and clips < max_clips:
+                        cells.append(f"<td>{_audio(p, 'defended by ' + d)}</td>")
+                        clips += 1
+                    else:
+                        cells.append("<td>-</td>")
+                rows.append("<tr>" + "".join(cells) + "</tr>")
+        if rows:
+            head = "<th>attack</th><th>adversarial</th>" + "".join(f"<th>{_e(d)}</th>" for d in defenses)
+            parts.append(f'<div class="scroll"><table class="examples"><thead><tr>{head}</tr></thead>'
+                         f'<tbody>{"".join(rows)}</tbody></table></div>')
+    if not parts:
+        return ""
+    return ('<h2 id="examples">Audio examples</h2><p class="note">as saved (16-bit WAV); "defended" is the adversarial '
+            'audio after the row\'s waveform-level defenses (non-adaptive examples, or adaptive against the undefended '
+            'system)</p>' + "".join(parts))
+
+
+def render_html(data: StudyData) -> str:
+    from . import _title, heatmaps, sweep_png
+
+    s = data.summary
+    title = _title(data)
+    meta = (f"dataset {s['dataset']} · seed {s['seed']}" + (" · targeted" if s.get("targeted") else "")
+            + " · " + ", ".join(f"{k} {v}" for k, v in (s.get("versions") or {}).items()))
+    body = [f"<h1>{_e(title)}</h1>", f'<p class="meta">{_e(meta)}</p>']
+    tables = study_tables(data)
+    figures = [_img(png, t) for t, png in heatmaps(data)]
+    sw = sweep_png(data)
+    if sw is not None:
+        figures.append(_img(sw, "accuracy against the swept parameter"))
+    main = [t for t in tables if t.key not in ("cells", "warnings")]
+    for t in main:
+        body.append(_table(t))
+    if figures:
+        body.append('<h2 id="plots">Plots</h2>' + "".join(figures))
+    for t in tables:
+        if t.key == "warnings":
+            body.append(_table(t))
+    body.append(examples_html(data))
+    for t in tables:
+        if t.key == "cells":
+            body.append(_table(t))
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
