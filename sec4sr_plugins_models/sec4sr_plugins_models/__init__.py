@@ -9,3 +9,11 @@ from sec4sr_core import hookimpl
 def register_models(register):
     register("sec4sr_plugins_models.ge2e:GE2E", name="ge2e",
              summary="GE2E LSTM speaker encoder (resemblyzer's trained weights), cosine scoring; CSI-E/SV/OSI.")
+    register("sec4sr_plugins_models.ivector:IVector", name="ivector",
+             summary="i-vector/PLDA: Kaldi MFCC+Δ+ΔΔ, sliding CMN, full UBM, batched extractor; CSI-E/SV/OSI.")
+    register("sec4sr_plugins_models.xvector:XVector", name="xvector",
+             summary="x-vector/PLDA: Kaldi MFCC 30, sliding CMN, TDNN 512/1500 with statistics pooling; CSI-E/SV/OSI.")
+    register("sec4sr_plugins_models.audionet:AudioNet", name="audionet",
+             summary="AudioNet CNN classifier on 32-band log-mel (CSI-NE).")
+    register("sec4sr_plugins_models.ecapa:ECAPA", name="ecapa",
+             summary="ECAPA-TDNN on 80-d Kaldi fbank, AAM-softmax training, cosine scoring; CSI-E/SV/OSI.")

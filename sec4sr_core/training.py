@@ -1,0 +1,353 @@
+"""The generic, seeded training loop for neural backbones (and the entry point that trains any backbone).
+
+:func:`train` trains a backbone that exposes the *trainable* protocol (duck-typed; the core imports no plugin):
+
+* ``set_classes(class_ids)`` — build the classifier for the speakers of the dataset's ``train`` split;
+* ``train_logits(final) -> (B, C)`` — training logits from ``final``-level features;
+* optional ``train_loss(logits, y)`` (cross-entropy otherwise), ``after_training(dataset, config)`` (e.g. fitting a
+  PLDA back-end), ``adapt_to_checkpoint(payload)`` (resize the classifier before loading a checkpoint);
+* ``train_defaults`` — per-backbone defaults for :class:`TrainConfig` on the embedded corpus.
+
+A backbone without ``train_logits`` but with ``fit(dataset, seed=, progress=)`` (the i-vector model: UBM, T matrix,
+LDA, PLDA by EM) is fitted instead.
+
+Training runs on a seeded random crop of every training utterance per epoch (``crop_s``), Adam, one checkpoint per
+epoch in the model store (:func:`~sec4sr_core.store_models.save_checkpoint` with the variant ``tag``) holding the
+optimizer state, so an interrupted run resumes from its last finished epoch with the same result. The forward path
+is the model's CSI view behind the optional ``defenses`` chain (``--defense``: e.g. quantisation in the loop).
+``batch_hook(model, x, y) -> (x, y)`` runs on every batch **with the model in eval mode** (and back to train mode
+afterwards): adversarial training (``--adversarial``) uses it to replace a share of the batch by adversarial
+examples crafted against the model being trained, as the registry's attack sees it through an oracle.
+
+Variant tags: natural training ``""``; adversarial ``advt-<attack slug>`` or ``advt-<attack slug>+<defense slug>``;
+natural training with a defense in the loop ``natural+<defense slug>`` (slugs by :func:`sec4sr_core.runner.slug`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import ParameterError, Sec4srError
+from .interfaces import SpeakerModel, Task
+
+BatchHook = Callable[[Any, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+
+
+class TrainConfig(BaseModel):
+    """Training settings. ``None`` means the backbone's own default (``model.train_defaults``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int | None = Field(None, ge=1, description="passes over the training split")
+    lr: float | None = Field(None, gt=0, description="Adam learning rate")
+    batch_size: int | None = Field(None, ge=1, description="utterances per batch")
+    crop_s: float | None = Field(None, gt=0, description="seconds of audio per training example (seeded random crop)")
+    seed: int = Field(0, description="seeds shuffling, crops, initialisation and noise")
+    resume: bool = Field(True, description="continue from the last epoch checkpoint of the same configuration")
+    aug_eps: float = Field(0.0, ge=0, description="uniform noise augmentation bound in [-1,1] amplitude units "
+                                                  "(predecessor: a ~ U[0,1), noise ~ U[-a·eps, a·eps])")
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
+    device: str = Field("cpu", description="cpu or cuda")
+    eval_s: float = Field(3.0, gt=0, description="seconds per held-out utterance when reporting accuracy")
+    embed_s: float = Field(3.0, gt=0, description="seconds per utterance when fitting a back-end after training")
+    defense_order: str = Field("sequential", description="order of the training defense chain")
+
+    def resolved(self, model: Any) -> "TrainConfig":
+        defaults = {"epochs": 10, "lr": 1e-3, "batch_size": 32, "crop_s": 2.0}
+        defaults.update(getattr(model, "train_defaults", {}) or {})
+        values = self.model_dump()
+        for key in ("epochs", "lr", "batch_size", "crop_s"):
+            if values[key] is None:
+                values[key] = defaults[key]
+        return TrainConfig(**values)
+
+
+class ClassifierView(SpeakerModel):
+    """A trainable backbone seen as a CSI-NE classifier over its training speakers (same parameters, same levels):
+    what the training forward path and the adversarial-training attacks use."""
+
+    output = "logits"
+    tasks = (Task.CSI_NE,)
+
+    def __init__(self, model: SpeakerModel) -> None:
+        torch.nn.Module.__init__(self)
+        self.name = model.name  # type: ignore[misc]
+        self.params = model.params
+        self.levels = model.levels  # type: ignore[misc]
+        self.inner = model
+        self.class_ids = list(model.class_ids)
+
+    def to_level(self, x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
+        return self.inner.to_level(x, src, dst)
+
+    def head(self, final: torch.Tensor) -> torch.Tensor:
+        return self.inner.train_logits(final)
+
+
+def is_trainable(model: Any) -> bool:
+    return hasattr(model, "train_logits") or hasattr(model, "fit")
+
+
+def classifier_system(model: SpeakerModel, defenses: Sequence[Any] = (), order: str = "sequential"):
+    """The model's CSI-NE view (over ``model.class_ids``) behind ``defenses``."""
+    from .system import DefendedSystem, SpeakerSystem
+
+    view = model if model.output == "logits" else ClassifierView(model)
+    return DefendedSystem(SpeakerSystem(view, Task.CSI_NE, list(model.class_ids)), list(defenses), order)
+
+
+def variant_tag(adversarial: str | None = None, defense: str | None = None) -> str:
+    """The checkpoint tag of a training variant (see module docstring)."""
+    from .runner import slug
+
+    if adversarial:
+        return f"advt-{slug(adversarial)}" + (f"+{slug(defense)}" if defense else "")
+    if defense:
+        return f"natural+{slug(defense)}"
+    return ""
+
+
+def adversarial_hook(
+    attack_spec: str, defenses: Sequence[Any] = (), ratio: float = 0.5, eot: int = 1, seed: int = 0,
+    order: str = "sequential",
+) -> BatchHook:
+    """A batch hook replacing ``ceil(ratio·B)`` seeded-random examples of each batch by untargeted adversarial
+    examples of the registry's ``attack_spec``, crafted through an oracle on the (defended) CSI-NE view."""
+    from .oracle import make_oracle
+    from .plugins import get_registry
+
+    if not 0.0 < ratio <= 1.0:
+        raise ParameterError(f"adversarial ratio must be in (0, 1], got {ratio}")
+    attack = get_registry().build("attack", attack_spec)
+    g = torch.Generator().manual_seed(seed)
+    state = {"batch": 0}
+
+    def hook(model: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = x.shape[0]
+        k = max(1, math.ceil(ratio * b))
+        idx = torch.randperm(b, generator=g)[:k].to(x.device)
+        system = classifier_system(model, defenses, order)
+        batch_seed = seed * 100003 + state["batch"]
+        state["batch"] += 1
+        system.seed(batch_seed)
+        oracle = make_oracle(system, attack.knowledge, n=k, eot=eot if system.randomized else 1, seed=batch_seed)
+        torch.manual_seed(batch_seed)
+        result = attack.run(oracle, x[idx], y[idx], targeted=False)
+        x = x.clone()
+        x[idx] = result.adv.detach().to(x.dtype)
+        return x, y
+
+    return hook
+
+
+def _load_train_audio(dataset: Any, split: str = "train") -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
+    """All training audio as a zero-padded (N, Tmax) tensor, lengths (N,), speakers, labels (N,)."""
+    from .audio import load_audio
+
+    utts = dataset.split(split)
+    if not utts:
+        raise Sec4srError(f"dataset {dataset.name!r} has no {split!r} split to train on")
+    speakers = sorted({u.speaker for u in utts})
+    if len(speakers) < 2:
+        raise Sec4srError(f"dataset {dataset.name!r}: the {split!r} split needs at least 2 speakers")
+    index = {s: i for i, s in enumerate(speakers)}
+    waves = [load_audio(u.path)[0] for u in utts]
+    lengths = torch.tensor([w.numel() for w in waves])
+    audio = torch.zeros(len(waves), int(lengths.max()))
+    for i, w in enumerate(waves):  # loading only; the hot loop below is batched
+        audio[i, : w.numel()] = w
+    labels = torch.tensor([index[u.speaker] for u in utts])
+    return audio, lengths, speakers, labels
+
+
+def random_crops(audio: torch.Tensor, lengths: torch.Tensor, length: int, g: torch.Generator) -> torch.Tensor:
+    """One seeded random crop of ``length`` samples per row of ``audio`` (zero-padded when shorter): (N, 1, length)."""
+    room = (lengths - length).clamp_min(0)
+    start = (torch.rand(len(lengths), generator=g) * (room + 1).double()).long().clamp(max=room)
+    idx = start.unsqueeze(1) + torch.arange(length).unsqueeze(0)
+    valid = idx < lengths.unsqueeze(1)
+    crops = audio.gather(1, idx.clamp(max=audio.shape[1] - 1)) * valid
+    return crops.unsqueeze(1)
+
+
+@torch.no_grad()
+def heldout_accuracy(model: SpeakerModel, dataset: Any, defenses: Sequence[Any] = (), seconds: float = 3.0,
+                     order: str = "sequential", device: str = "cpu") -> float | None:
+    """CSI accuracy of the model's classifier view on the dataset's ``heldout`` split (eval mode)."""
+    from .audio import load_batch
+
+    index = {s: i for i, s in enumerate(model.class_ids)}
+    utts = [u for u in dataset.split("heldout") if u.speaker in index] if "heldout" in dataset.split_names() else []
+    if not utts:
+        return None
+    was = model.training
+    model.eval()
+    system = classifier_system(model, defenses, order)
+    system.seed(0)
+    correct = 0
+    for s in range(0, len(utts), 32):
+        chunk = utts[s : s + 32]
+        x = load_batch([u.path for u in chunk], int(round(seconds * 16000))).to(device)
+        pred = system(x).argmax(dim=1).cpu()
+        correct += int((pred == torch.tensor([index[u.speaker] for u in chunk])).sum())
+    model.train(was)
+    return correct / len(utts)
+
+
+def train(
+    model: SpeakerModel,
+    dataset: Any,
+    config: TrainConfig | None = None,
+    *,
+    batch_hook: BatchHook | None = None,
+    tag: str = "",
+    progress: bool = True,
+    defenses: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """Train ``model`` on ``dataset``'s ``train`` split; checkpoints per epoch under the model store.
+
+    Returns a summary (epochs run, loss and accuracy history, held-out accuracy, seconds, checkpoint path). The
+    model is left in eval mode with the final weights.
+    """
+    from tqdm import tqdm
+
+    from .store_models import checkpoint_path, load_state, read_torch_file, save_checkpoint
+
+    config = (config or TrainConfig()).resolved(model)
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise Sec4srError("--device cuda was asked for, but no CUDA device is available")
+    t0 = time.perf_counter()
+    if not hasattr(model, "train_logits"):
+        if not hasattr(model, "fit"):
+            raise Sec4srError(f"model {model.name!r} cannot be trained by sec4sr (no training procedure)")
+        if batch_hook is not None or defenses:
+            raise Sec4srError(f"model {model.name!r} is fitted by EM; adversarial or defended training needs a "
+                              f"neural backbone (audionet, xvector, ecapa)")
+        stats = model.fit(dataset, seed=config.seed, progress=progress)
+        path = save_checkpoint(model, tag=tag, extra={"complete": True, "epoch": 1, "epochs": 1,
+                                                      "config": config.model_dump(mode="json")})
+        model.eval()
+        return {"model": model.name, "tag": tag, "checkpoint": str(path), "time_s": time.perf_counter() - t0,
+                **stats}
+
+    device = torch.device(config.device)
+    audio, lengths, speakers, labels = _load_train_audio(dataset)
+    torch.manual_seed(config.seed)
+    model.set_classes(speakers)
+    model.to(device)
+    for d in defenses:
+        d.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    fingerprint = {k: v for k, v in config.model_dump(mode="json").items() if k not in ("epochs", "resume", "device")}
+    fingerprint["dataset"] = f"{dataset.name}-{dataset.fingerprint()}"
+    history: list[dict[str, Any]] = []
+    start = 0
+    path = checkpoint_path(model, tag=tag)
+    if config.resume and path.exists():
+        payload = read_torch_file(path)
+        extra = payload.get("extra", {}) if isinstance(payload, dict) else {}
+        if extra.get("fingerprint") == fingerprint and "optimizer" in extra:
+            model.adapt_to_checkpoint(payload) if hasattr(model, "adapt_to_checkpoint") else None
+            model.to(device)
+            load_state(model, payload["state_dict"], str(path))
+            opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+            opt.load_state_dict(extra["optimizer"])
+            start = int(extra.get("epoch", 0))
+            history = list(extra.get("history", []))
+            if extra.get("complete") and start >= config.epochs:
+                model.eval()
+                return {"model": model.name, "tag": tag, "checkpoint": str(path), "epochs": start,
+                        "resumed_from": start, "history": history, "time_s": time.perf_counter() - t0,
+                        "heldout_accuracy": history[-1].get("heldout_accuracy") if history else None,
+                        "up_to_date": True}
+    resumed_from = start
+    system = classifier_system(model, defenses, config.defense_order)
+    n = audio.shape[0]
+    length = int(round(config.crop_s * 16000))
+    loss_fn = getattr(model, "train_loss", None) or (lambda logits, y: torch.nn.functional.cross_entropy(logits, y))
+    for epoch in range(start, config.epochs):
+        g = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+        torch.manual_seed(config.seed * 1000 + epoch)
+        system.seed(config.seed * 1000 + epoch)
+        order = torch.randperm(n, generator=g)
+        crops = random_crops(audio[order], lengths[order], length, g)
+        ys = labels[order]
+        model.train()
+        tot_loss, tot_correct, seen = 0.0, 0, 0
+        batches = range(0, n, config.batch_size)
+        bar = tqdm(batches, desc=f"{model.name} epoch {epoch + 1}/{config.epochs}", disable=not progress,
+                   leave=False, unit="batch")
+        for s in bar:
+            x = crops[s : s + config.batch_size].to(device)
+            y = ys[s : s + config.batch_size].to(device)
+            if batch_hook is not None:
+                model.eval()
+                try:
+                    x, y = batch_hook(model, x, y)
+                finally:
+                    model.train()
+            if config.aug_eps > 0:
+                a = torch.rand(x.shape[0], 1, 1, generator=g).to(device)
+                noise = (torch.rand(x.shape, generator=g).to(device) * 2 - 1) * a * config.aug_eps
+                x = torch.cat([x, (x + noise).clamp(-1, 1)])
+                y = torch.cat([y, y])
+            opt.zero_grad(set_to_none=True)
+            logits = system(x)
+            loss = loss_fn(logits, y)
+            loss.backward()
+            opt.step()
+            tot_loss += float(loss.detach()) * x.shape[0]
+            tot_correct += int((logits.detach().argmax(dim=1) == y).sum())
+            seen += x.shape[0]
+            bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{tot_correct / seen:.2f}")
+        bar.close()
+        acc = heldout_accuracy(model, dataset, defenses, config.eval_s, config.defense_order, config.device)
+        history.append({"epoch": epoch + 1, "loss": tot_loss / max(seen, 1), "train_accuracy": tot_correct / max(seen, 1),
+                        "heldout_accuracy": acc})
+        last = epoch + 1 == config.epochs
+        extra: dict[str, Any] = {}
+        if last and hasattr(model, "after_training"):
+            extra = model.after_training(dataset, config) or {}
+        save_checkpoint(model, tag=tag, extra={
+            "epoch": epoch + 1, "epochs": config.epochs, "complete": last, "optimizer": opt.state_dict(),
+            "history": history, "fingerprint": fingerprint, **extra,
+        })
+    model.eval()
+    return {"model": model.name, "tag": tag, "checkpoint": str(path), "epochs": config.epochs,
+            "resumed_from": resumed_from, "history": history, "time_s": time.perf_counter() - t0,
+            "heldout_accuracy": history[-1]["heldout_accuracy"] if history else None, "up_to_date": False}
+
+
+def train_variant(
+    model_spec: str,
+    dataset_spec: str = "embedded",
+    adversarial: str | None = None,
+    defense: str | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    *,
+    ratio: float = 0.5,
+    eot: int = 1,
+    progress: bool = False,
+    **config: Any,
+) -> dict[str, Any]:
+    """Train ``model_spec`` (naturally, adversarially with ``adversarial`` = an attack spec, and/or with the defense
+    chain ``defense`` in the forward path) and store it under its variant tag (:func:`variant_tag`)."""
+    from .plugins import get_registry
+    from .runner import build_defenses, resolve_dataset
+
+    model = get_registry().build("model", model_spec)
+    dataset = resolve_dataset(dataset_spec)
+    try:
+        cfg = TrainConfig(epochs=epochs, seed=seed, **config)
+    except Exception as exc:  # pydantic ValidationError -> one line
+        raise ParameterError(f"training config: {exc}".splitlines()[0]) from None
+    defenses = build_defenses(defense) if defense else []
+    hook = adversarial_hook(adversarial, defenses, ratio, eot, seed, cfg.defense_order) if adversarial else None
+    return train(model, dataset, cfg, batch_hook=hook, tag=variant_tag(adversarial, defense), progress=progress,
+                 defenses=defenses)
