@@ -155,7 +155,7 @@ def test_kenan_fft_odd_length_and_targeted_direction(toy):
 
 def test_cw2_succeeds_with_small_distortion(toy, toy_batch):
     x, y = toy_batch
-    _, _, r = run(toy, "cw2", {"max_iter": 30, "binary_search_steps": 3, "initial_const": 10.0, "lr": 0.005},
+    _, _, r = run(toy, "cw2", {"max_iter": 15, "binary_search_steps": 2, "initial_const": 10.0, "lr": 0.005},
                   x, y)
     assert bool(r.success.all())
     assert bool(r.extra["kappa_met"].all())
