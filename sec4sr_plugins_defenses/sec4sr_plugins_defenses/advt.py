@@ -11,9 +11,14 @@ Two pieces:
 * :func:`make_batch_hook` — what the training loop calls on every batch. It replaces ⌈ratio·B⌉ seeded-random
   examples of the batch by adversarial examples crafted with the registry's attack (any white-box or black-box
   attack, through the matching oracle) against the model behind the in-loop defense chain, with BPDA for
-  non-differentiable defenses and ``eot`` draws for randomized ones. The model is switched to **eval mode while
-  crafting** (the predecessor crafted in train mode, so attack queries polluted the batch-norm statistics) and back
-  to its previous mode afterwards; no parameter gradient is accumulated by crafting.
+  non-differentiable defenses and ``eot`` draws for randomized ones. The model is in **eval mode while crafting**
+  (the predecessor crafted in train mode, so attack queries polluted the batch-norm statistics) and back in its
+  previous mode afterwards. The crafting is :func:`sec4sr_core.training.adversarial_hook`, which
+  ``sec4sr train --adversarial`` uses too.
+
+Note: the checkpoint tag encodes the attack and the in-loop chain only; ``ratio``, ``eot`` and ``epochs`` other
+than the defaults train into the same tag (keep them at their defaults within one model store, or use another
+``$SEC4SR_HOME``).
 
 FGSM adversarial training is ``attack="pgd:steps=1,step_size=0.002"`` (one signed step of size ε) or ``fgsm`` when
 an FGSM attack is registered.
@@ -21,16 +26,14 @@ an FGSM attack is registered.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from pydantic import Field, field_validator
 
 from sec4sr_core.errors import ParameterError
-from sec4sr_core.interfaces import Defense, Task
+from sec4sr_core.interfaces import Defense
 from sec4sr_core.params import Params, format_spec, parse_spec
-from sec4sr_core.system import DefendedSystem, SpeakerSystem
 
 DEFAULT_ATTACK = "pgd:epsilon=0.002,steps=10"
 
@@ -68,17 +71,14 @@ class AdvT(Defense):
         return x
 
     def variant_tag(self, rest: str = "") -> str:
-        """The checkpoint tag of the backbone this row needs: ``advt-<attack>[@ratio=..,epochs=..,eot=..][+<rest>]``.
+        """The checkpoint tag of the backbone this row needs — the tag ``train_variant`` stores it under:
+        ``advt-<attack slug>[+<rest slug>]`` (:func:`sec4sr_core.training.variant_tag`).
 
-        ``rest`` is the rest of the defense chain (the in-loop defenses, e.g. ``feco-o-k``), as given in the study.
+        ``rest`` is the rest of the defense chain (the in-loop defenses, e.g. ``feco-o-k``), a spec or its slug.
         """
-        p = self.params
-        extra = {k: v for k, v in (("ratio", p.ratio), ("epochs", p.epochs), ("eot", p.eot))
-                 if v != AdvTParams.model_fields[k].default}
-        tag = "advt-" + p.attack
-        if extra:
-            tag += "@" + ",".join(f"{k}={v}" for k, v in extra.items())
-        return tag + (f"+{rest}" if rest else "")
+        from sec4sr_core.training import variant_tag
+
+        return variant_tag(self.params.attack, rest or None)
 
     def training_options(self, rest: str = "") -> dict[str, Any]:
         """Keyword arguments for ``train_variant``: adversarial attack, in-loop defense chain, ratio, eot, epochs."""
@@ -107,97 +107,37 @@ def split_chain(chain: str) -> tuple[str | None, str]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class TrainingSystem(SpeakerSystem):
-    """A backbone under training seen as a closed-set classifier over its training classes (CSI-NE).
-
-    Scores are training logits: ``model.train_logits(final)`` for trainable embedding backbones (their training
-    classifier), otherwise the model's own logits. Feature-level defenses act at the model's levels as usual.
-    """
-
-    def __init__(self, model: torch.nn.Module, n_classes: int | None = None) -> None:
-        torch.nn.Module.__init__(self)
-        self.model = model
-        self.task = Task.CSI_NE
-        ids = list(getattr(model, "class_ids", []) or [])
-        if not ids:
-            if n_classes is None:
-                raise ParameterError("adversarial training needs the model's training classes (class_ids)")
-            ids = [str(i) for i in range(n_classes)]
-        self.speakers = ids
-        self.enrolled = None
-        self.threshold = None
-
-    def scores_from(self, x: torch.Tensor, level: str = "wave", claims: torch.Tensor | None = None) -> torch.Tensor:
-        train_logits = getattr(self.model, "train_logits", None)
-        if callable(train_logits):
-            return train_logits(self.model.to_level(x, level, "final"))
-        return self.model.embed(x, level)
-
-
-class AdversarialBatchHook:
-    """Callable ``hook(model, x, y) -> (x', y)`` replacing ⌈ratio·B⌉ examples by adversarial ones.
-
-    ``x`` (B, 1, T) waveforms in [-1, 1], ``y`` (B,) int64 training-class labels. ``last_stats`` holds the attack
-    success rate, the number of replaced examples and the queries of the last call.
-    """
-
-    def __init__(self, attack_spec: str, defense_chain: str | Sequence[Defense] = "", ratio: float = 0.5,
-                 eot: int = 1, seed: int = 0, order: str = "sequential") -> None:
-        from sec4sr_core.plugins import get_registry
-        from sec4sr_core.runner import build_defenses
-
-        if not 0.0 < ratio <= 1.0:
-            raise ParameterError(f"adversarial ratio must be in (0, 1], got {ratio}")
-        if eot < 1:
-            raise ParameterError(f"eot must be >= 1, got {eot}")
-        self.attack = get_registry().build("attack", attack_spec)
-        if isinstance(defense_chain, str):
-            adv, rest = split_chain(defense_chain) if defense_chain else (None, "")
-            self.defenses = build_defenses(rest) if rest else []
-        else:
-            self.defenses = list(defense_chain)
-        self.ratio, self.eot, self.order = ratio, int(eot), order
-        self.seed = int(seed)
-        self.calls = 0
-        self.generator = torch.Generator().manual_seed(self.seed)
-        self.last_stats: dict[str, float] = {}
-
-    def select(self, b: int) -> torch.Tensor:
-        """Indices (m,) of the examples to replace: ⌈ratio·B⌉ distinct, seeded, sorted."""
-        m = min(b, max(1, math.ceil(self.ratio * b)))
-        return torch.randperm(b, generator=self.generator)[:m].sort().values
-
-    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 n_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        from sec4sr_core.oracle import make_oracle
-
-        idx = self.select(x.shape[0]).to(x.device)
-        system = DefendedSystem(TrainingSystem(model, n_classes), self.defenses, self.order)
-        was_training = model.training
-        model.eval()
-        try:
-            oracle = make_oracle(system, self.attack.knowledge, n=len(idx), eot=self.eot,
-                                 seed=self.seed * 100003 + self.calls)
-            result = self.attack.run(oracle, x[idx].detach(), y[idx].to(x.device), targeted=False)
-        finally:
-            model.train(was_training)
-        self.calls += 1
-        out = x.detach().clone()
-        out[idx] = result.adv.to(out.device, out.dtype)
-        self.last_stats = {
-            "adv_examples": float(len(idx)),
-            "adv_success": float(result.success.float().mean()),
-            "adv_queries": float(result.queries.float().mean()),
-        }
-        return out, y
-
-
 def make_batch_hook(attack_spec: str = DEFAULT_ATTACK, defense_chain: str | Sequence[Defense] = "",
                     ratio: float = 0.5, eot: int = 1, seed: int = 0,
                     order: str = "sequential") -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    """The per-batch hook of adversarial training (see :class:`AdversarialBatchHook`).
+    """The per-batch hook of adversarial training: ``hook(model, x, y) -> (x', y)``.
 
-    ``defense_chain``: the in-loop defenses the examples are crafted through (a chain spec; an ``advt`` part in it
-    is ignored) — the same chain the training forward applies for AdvT+X.
+    ``x`` (B, 1, T) waves in [-1, 1], ``y`` (B,) training-class labels. ⌈ratio·B⌉ seeded-random examples are
+    replaced by untargeted adversarial examples of ``attack_spec`` crafted through an oracle on the model's
+    CSI-NE view behind ``defense_chain`` (a chain spec or built defenses; an ``advt`` part is ignored): BPDA for
+    non-differentiable defenses, ``eot`` draws for randomized ones. The crafting itself is
+    :func:`sec4sr_core.training.adversarial_hook` (one implementation for ``sec4sr train --adversarial`` and
+    studies); this wrapper adds the guarantee that the model is in eval mode while crafting and is returned to its
+    previous mode afterwards, whoever calls the hook.
     """
-    return AdversarialBatchHook(attack_spec, defense_chain, ratio, eot, seed, order)
+    from sec4sr_core.runner import build_defenses
+    from sec4sr_core.training import adversarial_hook
+
+    if isinstance(defense_chain, str):
+        _, rest = split_chain(defense_chain) if defense_chain.strip() else (None, "")
+        defenses: list[Defense] = build_defenses(rest) if rest else []
+    else:
+        defenses = [d for d in defense_chain if not isinstance(d, AdvT)]
+    if eot < 1:
+        raise ParameterError(f"eot must be >= 1, got {eot}")
+    craft = adversarial_hook(attack_spec, defenses, ratio, eot, seed, order)
+
+    def hook(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        was_training = model.training
+        model.eval()
+        try:
+            return craft(model, x, y)
+        finally:
+            model.train(was_training)
+
+    return hook
