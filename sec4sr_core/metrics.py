@@ -105,7 +105,8 @@ class PESQ(Metric):
         out = []
         for b, a in zip(ref, deg):
             try:
-                out.append(float(pesq(SAMPLE_RATE, b, a, "wb")))
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    out.append(float(pesq(SAMPLE_RATE, b, a, "wb")))
             except Exception:  # noqa: BLE001 - pesq refuses silent or too-short audio
                 out.append(math.nan)
         return out

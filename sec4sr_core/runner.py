@@ -23,7 +23,6 @@ are compared (black-box beating white-box, accuracy above benign) and the warnin
 
 from __future__ import annotations
 
-import inspect
 import re
 import time
 from dataclasses import dataclass, field
@@ -236,28 +235,27 @@ def build_row(chain: str) -> RowSpec:
     return RowSpec(chain, defenses, tag, variant_def, rest_text)
 
 
-def train_variant_for(row: RowSpec, model_spec: str, task: Task, dataset: Dataset, device: str, seed: int) -> None:
-    """Train the missing variant checkpoint of ``row`` with :func:`sec4sr_core.training.train_variant`."""
+def train_variant_for(row: RowSpec, model_spec: str, dataset_spec: str, device: str, seed: int) -> None:
+    """Train the missing variant checkpoint of ``row``:
+    ``sec4sr_core.training.train_variant(model_spec, dataset_spec, seed=..., device=..., **defense.training_options(rest))``
+    (the model-variant defense says how it was trained: attack, in-loop defenses, ratio, EOT, epochs)."""
     try:
-        from . import training  # written by the models area; optional here
+        from . import training  # the models area's training loop
     except ImportError:
-        raise NotTrainedError(
-            f"defense row {row.label!r} needs the adversarially trained variant {row.variant!r} of {model_spec!r}, "
-            f"which is not in the model store, and this sec4sr has no sec4sr_core.training to train it"
-        ) from None
+        training = None
     fn = getattr(training, "train_variant", None)
     if fn is None:
-        raise NotTrainedError(f"sec4sr_core.training has no train_variant(); cannot train variant {row.variant!r}")
-    offered = {
-        "model": model_spec, "tag": row.variant, "defense": row.variant_defense, "rest": row.rest,
-        "chain": row.label, "task": task, "dataset": dataset, "device": device, "seed": seed,
-    }
-    params = inspect.signature(fn).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        kwargs = offered
-    else:
-        kwargs = {k: v for k, v in offered.items() if k in params}
-    fn(**kwargs)
+        raise NotTrainedError(
+            f"defense row {row.label!r} needs the adversarially trained variant {row.variant!r} of {model_spec!r}, "
+            f"which is not in the model store, and this sec4sr has no sec4sr_core.training.train_variant to train it"
+        )
+    options_of = getattr(row.variant_defense, "training_options", None)
+    options = dict(options_of(row.rest)) if callable(options_of) else {}
+    from .audio import notice
+
+    notice(f"training the {row.variant!r} variant of {model_spec!r} for defense row {row.label!r} "
+           f"(stored in the model store; later studies reuse it)")
+    fn(model_spec, dataset_spec, seed=seed, device=device, **options)
 
 
 def variant_enrollment(model: SpeakerModel, dataset: Dataset, length_s: float, tag: str) -> Enrollment:
@@ -365,8 +363,12 @@ class Study:
         try:
             load_checkpoint(model, home(), tag=row.variant or "")
         except NotTrainedError:
-            train_variant_for(row, spec.model, spec.task, self.dataset, cfg.device, cfg.seed)
-            load_checkpoint(model, home(), tag=row.variant or "")
+            train_variant_for(row, spec.model, spec.dataset or cfg.dataset, cfg.device, cfg.seed)
+            try:
+                load_checkpoint(model, home(), tag=row.variant or "")
+            except NotTrainedError:
+                raise Sec4srError(f"training stored no checkpoint tagged {row.variant!r} for defense row "
+                                  f"{row.label!r}; the defense's variant_tag and the trainer disagree") from None
         model = model.eval().to(cfg.device)
         task = Task(spec.task)
         if model.output == "logits":
