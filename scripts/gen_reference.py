@@ -51,6 +51,9 @@ def problems(items: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     """(errors, warnings): components without a summary; parameters without a description."""
     errors, warnings = [], []
     for i in items:
+        if i.get("error"):
+            errors.append(f"{i['kind']} {i['name']!r} ({i['distribution']}) does not load: {i['error']}")
+            continue
         if not str(i.get("summary") or "").strip():
             errors.append(f"{i['kind']} {i['name']!r} ({i['distribution']}) has no summary")
         if i["kind"] == "preset":
