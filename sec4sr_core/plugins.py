@@ -132,6 +132,14 @@ def get_registry() -> Registry:
     return reg
 
 
+def mark_component_error(distribution: str, message: str) -> None:
+    """Record that a component of ``distribution`` failed to load (shown by ``sec4sr plugins``)."""
+    for st in _status.values():
+        if st.distribution == distribution:
+            st.status = "error"
+            st.error = message
+
+
 def _mark_error(plugin_name: str, message: str) -> None:
     st = _status.get(plugin_name)
     if st is not None:

@@ -21,7 +21,7 @@ def run(args) -> int:
 
     reg = get_registry()
     kinds = [PLURAL.get(args.kind, args.kind)] if args.kind else list(KINDS)
-    items = [reg.entries[k][n].as_dict() for k in kinds for n in reg.names(k)]
+    items = [describe(reg.entries[k][n]) for k in kinds for n in reg.names(k)]
     if args.json:
         print(json.dumps(items, indent=2, default=str))
         return 0
@@ -35,7 +35,24 @@ def run(args) -> int:
             params = ", ".join(
                 f"{k}={v.get('default')!r}" if isinstance(v, dict) else f"{k}={v!r}" for k, v in r["params"].items()
             )
+            if r.get("error"):
+                print(f"  {r['name']:<{width}}  ERROR: {r['error']}  [{r['distribution']}]")
+                continue
             print(f"  {r['name']:<{width}}  {r['summary']}  [{r['distribution']}]")
             if params:
                 print(f"  {'':<{width}}    params: {params}")
     return 0
+
+
+def describe(entry) -> dict:
+    """``entry.as_dict()``, or, for a component that fails to load, a row carrying the error (reported by
+    ``sec4sr plugins`` too) so one broken component never hides the others."""
+    from ..errors import PluginError
+    from ..plugins import mark_component_error
+
+    try:
+        return entry.as_dict()
+    except PluginError as exc:
+        mark_component_error(entry.distribution, str(exc))
+        return {"name": entry.name, "kind": entry.kind, "distribution": entry.distribution,
+                "summary": entry.summary_hint or "", "params": {}, "error": str(exc)}
