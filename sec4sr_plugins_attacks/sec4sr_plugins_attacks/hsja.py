@@ -9,7 +9,9 @@
    distance ``δ_t = √d·θ·‖x_adv − x‖``; ``ĝ = mean((φ_i − mean φ)·u_i)`` with ``φ = ±1`` by decision.
 4. **Step**: ``ξ_t = ‖x_adv − x‖/√t``, halved until the point ``x_adv + ξ_t·ĝ/‖ĝ‖`` is adversarial; then back to 2.
 
-The result is the last boundary point (on the adversarial side); ``max_queries`` bounds each utterance's queries.
+With ``quantize`` (default) every point the searches accept is rounded to 16-bit first, so the boundary point
+survives being saved as 16-bit audio (a float boundary point lies within θ of the boundary and rounding flips it
+back). The result is the last boundary point (on the adversarial side); ``max_queries`` bounds each utterance's queries.
 There is no ε bound: the attack minimises the L2 distance.
 """
 
@@ -36,6 +38,8 @@ class HSJAParams(Params):
     step_halvings: int = Field(15, ge=1, description="cap on the step-size halvings per round")
     init_draws: int = Field(8, ge=1, description="noise probes per level when looking for a start point")
     max_queries: int | None = Field(None, ge=1, description="query budget per utterance (None = unbounded)")
+    quantize: bool = Field(True, description="search on 16-bit-quantised points, so the boundary point stays "
+                                             "adversarial once saved as 16-bit audio")
 
 
 class HSJA(Attack):
@@ -75,7 +79,7 @@ class HSJA(Attack):
                 sub = searching & affordable(oracle, 1, p.max_queries, idx)
                 if not bool(sub.any()):
                     break
-                cand = (adv[idx][sub] + expand(xi[sub], grad[sub]) * grad[sub]).clamp(-1.0, 1.0)
+                cand = self._q((adv[idx][sub] + expand(xi[sub], grad[sub]) * grad[sub]).clamp(-1.0, 1.0))
                 dd = oracle.decisions(cand, owners=idx[sub].cpu())
                 ok = success(dd, y[idx][sub], targeted)
                 rows = sub.nonzero().flatten()
@@ -92,6 +96,11 @@ class HSJA(Attack):
             dec[unknown] = oracle.decisions(out[unknown], owners=unknown.cpu())
         return AttackResult(out, success(dec, y, targeted).cpu(), oracle.queries.clone(), dec.cpu(),
                             {"l2": l2_norm(out - x).cpu()})
+
+    def _q(self, wave):
+        from sec4sr_core.audio import quantize_16bit
+
+        return quantize_16bit(wave) if self.params.quantize else wave
 
     def _adversarial(self, probes, owners):
         dec = self._oracle.decisions(probes, owners=owners.cpu())
@@ -144,13 +153,13 @@ class HSJA(Attack):
             if not bool(sub.any()):
                 break
             mid = (lo + hi) / 2
-            cand = xs[sub] + expand(mid[sub], xs[sub]) * (target[sub] - xs[sub])
+            cand = self._q(xs[sub] + expand(mid[sub], xs[sub]) * (target[sub] - xs[sub]))
             ok, dd = self._adversarial(cand, idx[sub])
             rows = sub.nonzero().flatten()
             hi[rows[ok]] = mid[rows[ok]]
             lo[rows[~ok]] = mid[rows[~ok]]
             dec[idx[rows[ok]]] = dd[ok]
-        adv[idx] = xs + expand(hi, xs) * (target - xs)
+        adv[idx] = self._q(xs + expand(hi, xs) * (target - xs))
         return adv, dec
 
     def _direction(self, base, idx, delta, evals):
