@@ -238,6 +238,9 @@ def train(
     device = torch.device(config.device)
     audio, lengths, speakers, labels = _load_train_audio(dataset)
     torch.manual_seed(config.seed)
+    for mod in model.modules():  # seeded initialisation, whatever the RNG state when the model was built
+        if hasattr(mod, "reset_parameters") and mod is not model:
+            mod.reset_parameters()
     model.set_classes(speakers)
     model.to(device)
     for d in defenses:

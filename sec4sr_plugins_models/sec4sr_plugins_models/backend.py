@@ -101,7 +101,8 @@ class PLDABackend(nn.Module):
         lda = torch.cat([a, torch.zeros(self.dim, 1, dtype=a.dtype)], dim=1)
         self.mean.copy_(mean)
         self.lda.copy_(lda)
-        y = self.lda_norm(w.to(self.mean.dtype)).double()
+        y = x @ a.T  # the LDA outputs (offset 0), length-normalised like lda_norm, on the CPU
+        y = y * (math.sqrt(self.dim) / y.norm(dim=-1, keepdim=True).clamp_min(1e-12))
         pm = y.mean(dim=0)
         yw, yb = _scatter(y - pm, labels)
         yw = yw + 1e-6 * yw.diagonal().mean() * torch.eye(self.dim, dtype=yw.dtype)

@@ -131,7 +131,7 @@ class AttentiveStatisticsPooling(nn.Module):
 
 class EcapaParams(Params):
     checkpoint: Path | None = Field(None, description="a local SpeechBrain embedding_model.ckpt with the same sizes")
-    channels: int = Field(512, ge=8, description="channels C of the frame layers (C,C,C,C,3C); 1024 in SpeechBrain's "
+    channels: int = Field(128, ge=8, description="channels C of the frame layers (C,C,C,C,3C); 512-1024 in the paper, 1024 in SpeechBrain's "
                                                "VoxCeleb model; must be divisible by res2net_scale")
     lin_neurons: int = Field(192, ge=2, description="embedding dimension")
     attention_channels: int = Field(128, ge=1, description="attention bottleneck of the pooling")
@@ -151,7 +151,7 @@ class ECAPA(Trainable, SpeakerModel):
     levels = ("wave", "raw", "final")
     output = "embedding"
     tasks = (Task.CSI_E, Task.SV, Task.OSI)
-    train_defaults = {"epochs": 8, "lr": 2e-3, "batch_size": 32, "crop_s": 2.0}
+    train_defaults = {"epochs": 20, "lr": 2e-3, "batch_size": 16, "crop_s": 2.0}
 
     def __init__(self, params=None, **kwargs) -> None:
         super().__init__(params, **kwargs)

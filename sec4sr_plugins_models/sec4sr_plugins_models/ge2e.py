@@ -130,7 +130,13 @@ class GE2E(SpeakerModel):
         starts = list(range(0, f - pf + 1, step)) if f >= pf else [0]
         width = min(pf, f)
         parts = torch.stack([final[:, s : s + width] for s in starts], dim=1)  # (B, P, width, 40)
-        _, (hidden, _) = self.lstm(parts.reshape(b * len(starts), width, N_MELS))
+        seq = parts.reshape(b * len(starts), width, N_MELS)
+        if seq.is_cuda and not self.training and torch.is_grad_enabled():
+            # cuDNN cannot backpropagate through an RNN in eval mode; attacks need that gradient
+            with torch.backends.cudnn.flags(enabled=False):
+                _, (hidden, _) = self.lstm(seq)
+        else:
+            _, (hidden, _) = self.lstm(seq)
         emb = self.relu(self.linear(hidden[-1]))
         emb = emb / emb.norm(dim=1, keepdim=True).clamp_min(1e-12)
         emb = emb.view(b, len(starts), -1).mean(dim=1)
