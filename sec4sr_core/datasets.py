@@ -76,9 +76,10 @@ def verify_sums(root: Path, sums_file: Path) -> None:
         raise Sec4srError(f"{len(bad)} file(s) of {root} failed verification: " + ", ".join(bad[:5]))
 
 
-def split_by_rule(speakers: dict[str, list[Path]], imposters: int, id_of) -> dict[str, list[Utterance]]:
-    """The deterministic split rule of the module docstring."""
-    names = sorted(speakers)
+def split_by_rule(speakers: dict[str, list[Path]], imposters: int, id_of, order=None) -> dict[str, list[Utterance]]:
+    """The deterministic split rule of the module docstring; ``order`` is the sort key of speaker names (the last
+    ``imposters`` in that order are imposters; default: string order)."""
+    names = sorted(speakers, key=order)
     if imposters >= len(names):
         raise Sec4srError(f"imposters={imposters} leaves no enrolled speaker ({len(names)} speakers)")
     imposter_set = set(names[len(names) - imposters :]) if imposters else set()
@@ -226,7 +227,7 @@ class LibriSpeechDataset(Dataset):
         if self.params.speakers:
             keep = sorted(speakers, key=lambda s: (len(s), s))[: self.params.speakers]
             speakers = {k: speakers[k] for k in keep}
-        return split_by_rule(speakers, self.params.imposters, lambda spk, p: p.stem)
+        return split_by_rule(speakers, self.params.imposters, lambda spk, p: p.stem, order=lambda s: (len(s), s))
 
     def split(self, name: str) -> list[Utterance]:
         if name not in SPLITS:

@@ -105,6 +105,8 @@ def load_checkpoint(model: Any, root: Path | None = None, tag: str = "") -> bool
     payload = read_torch_file(path)
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise Sec4srError(f"checkpoint {path} is not a sec4sr checkpoint (no state_dict)")
+    if hasattr(model, "adapt_to_checkpoint"):  # e.g. a classifier whose output size is the trained speaker count
+        model.adapt_to_checkpoint(payload)
     load_state(model, payload["state_dict"], str(path))
     model.class_ids = list(payload.get("class_ids", []))
     return True

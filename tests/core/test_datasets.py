@@ -197,7 +197,6 @@ def test_librispeech_layout(libri):
     assert _ids(direct.split("heldout")) == _ids(ds.split("heldout"))
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: split_by_rule sorts speaker ids as strings (reported to the lead)")
 def test_librispeech_imposters_are_the_last_speakers_in_id_order(libri):
     """``imposters`` are "the last of those used", and ``speakers=N`` orders ids numerically (19 < 103 < 1034), so
     the imposter of {19, 103, 1034} is 1034. ``split_by_rule`` sorts names as strings, making 19 the imposter."""
