@@ -131,10 +131,14 @@ class GE2E(SpeakerModel):
         width = min(pf, f)
         parts = torch.stack([final[:, s : s + width] for s in starts], dim=1)  # (B, P, width, 40)
         seq = parts.reshape(b * len(starts), width, N_MELS)
-        if seq.is_cuda and not self.training and torch.is_grad_enabled():
-            # cuDNN cannot backpropagate through an RNN in eval mode; attacks need that gradient
-            with torch.backends.cudnn.flags(enabled=False):
+        if seq.is_cuda and not self.lstm.training and torch.is_grad_enabled():
+            # cuDNN refuses an RNN backward in eval mode, and attacks need that gradient. The LSTM has no dropout,
+            # so its train mode computes exactly the eval output; switch it for this call only (keeps cuDNN speed).
+            self.lstm.train(True)
+            try:
                 _, (hidden, _) = self.lstm(seq)
+            finally:
+                self.lstm.train(False)
         else:
             _, (hidden, _) = self.lstm(seq)
         emb = self.relu(self.linear(hidden[-1]))
