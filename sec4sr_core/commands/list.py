@@ -22,6 +22,10 @@ def run(args) -> int:
     reg = get_registry()
     kinds = [PLURAL.get(args.kind, args.kind)] if args.kind else list(KINDS)
     items = [describe(reg.entries[k][n]) for k in kinds for n in reg.names(k)]
+    if args.kind and kinds != ["preset"]:
+        # `list defenses` also shows the presets that configure a defense (feco-o-k, qt-512, ...)
+        items += [describe(e) for n, e in sorted(reg.entries["preset"].items())
+                  if getattr(e.load(), "kind", None) in kinds]
     if args.json:
         print(json.dumps(items, indent=2, default=str))
         return 0
