@@ -32,8 +32,10 @@ $(STAMP): pyproject.toml sec4sr_plugins_*/pyproject.toml $(APT_STAMP) | $(BIN)/p
 
 install: $(STAMP)
 
+# The demo study (examples/demo.toml): prints the table, writes demo-out/results.sqlite and demo-out/report.html.
 demo: $(STAMP)
-	$(BIN)/sec4sr run --model ge2e --task csi-e --attack pgd-10 --defense qt:q=512 --limit 24 --out demo-out
+	@$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install -q matplotlib
+	$(BIN)/sec4sr run examples/demo.toml --out demo-out --report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
