@@ -34,7 +34,6 @@ install: $(STAMP)
 
 # The demo study (examples/demo.toml): prints the table, writes demo-out/results.sqlite and demo-out/report.html.
 demo: $(STAMP)
-	@$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install -q matplotlib
 	$(BIN)/sec4sr run examples/demo.toml --out demo-out --report
 
 test: $(STAMP)

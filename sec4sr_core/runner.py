@@ -168,8 +168,11 @@ def slug(text: str) -> str:
 
 def resolve_dataset(spec: str) -> Dataset:
     """A dataset from its spec (``embedded``, ``folder:root=...``) or from a folder path."""
-    if Path(spec).expanduser().is_dir():
+    path = Path(spec).expanduser()
+    if path.is_dir():
         return get_registry().build("dataset", ("folder", {"root": spec}))
+    if ":" not in spec and (path.is_absolute() or spec.startswith((".", "~")) or "/" in spec or "\\" in spec):
+        raise Sec4srError(f"dataset folder not found: {path}")
     return get_registry().build("dataset", spec)
 
 
@@ -446,10 +449,16 @@ class Study:
             self._benign()
             for attack_spec in cfg.attacks:
                 for setting in cfg.settings:
-                    if setting == "non-adaptive":
-                        self._non_adaptive(attack_spec)
-                    else:
-                        self._adaptive(attack_spec)
+                    try:
+                        if setting == "non-adaptive":
+                            self._non_adaptive(attack_spec)
+                        else:
+                            self._adaptive(attack_spec)
+                    except Exception as exc:  # recorded for the report, then raised: finished rows are kept
+                        self.store.add_failure(
+                            {"system": self.system_label, "task": self.system.task.value, "attack": attack_spec,
+                             "setting": setting}, f"{type(exc).__name__}: {exc}")
+                        raise
         summary = self.summary()
         self._study_warnings(summary)
         summary = self.summary()

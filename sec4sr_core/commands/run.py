@@ -60,9 +60,6 @@ def load_toml(path: str) -> dict[str, Any]:
 
 
 def config_from_args(args) -> "Any":
-    from ..errors import ParameterError
-    from ..runner import StudyConfig
-
     values: dict[str, Any] = load_toml(args.config) if args.config else {}
     flat = {
         "model": args.model, "task": args.task, "dataset": args.dataset, "attacks": args.attack,

@@ -91,8 +91,15 @@ def run(args) -> int:
     study.store.set_meta("sweep", {"defense": base, "param": key, "values": values, "rows": rows})
     summary = study.run()
     data = load_study(config.out)
-    png = sweep_png(data)
+    from ..audio import notice
+    from ..errors import Sec4srError
+
     plot = Path(config.out) / "sweep.png"
+    try:
+        png = sweep_png(data)
+    except Sec4srError as exc:
+        notice(f"no sweep plot: {exc}")
+        png = None
     if png is not None:
         plot.write_bytes(png)
     report = write_report(config.out, "html")

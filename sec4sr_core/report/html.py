@@ -110,9 +110,9 @@ def examples_html(data: StudyData, max_clips: int = MAX_CLIPS) -> str:
                          f'<tbody>{"".join(rows)}</tbody></table></div>')
     if not parts:
         return ""
-    return ('<h2 id="examples">Audio examples</h2><p class="note">as saved (16-bit WAV); "defended" is the adversarial '
-            'audio after the row\'s waveform-level defenses (non-adaptive examples, or adaptive against the undefended '
-            'system)</p>' + "".join(parts))
+    return ('<h2 id="examples">Audio examples</h2><p class="note">as saved (16-bit WAV). "adversarial" is crafted on the '
+            'undefended system; "defended" is adversarial audio after the row\'s waveform-level defenses (in adaptive '
+            'rows, the audio crafted against that defense)</p>' + "".join(parts))
 
 
 def render_html(data: StudyData) -> str:
@@ -123,11 +123,19 @@ def render_html(data: StudyData) -> str:
     meta = (f"dataset {s['dataset']} · seed {s['seed']}" + (" · targeted" if s.get("targeted") else "")
             + " · " + ", ".join(f"{k} {v}" for k, v in (s.get("versions") or {}).items()))
     body = [f"<h1>{_e(title)}</h1>", f'<p class="meta">{_e(meta)}</p>']
+    from ..errors import Sec4srError
+
     tables = study_tables(data)
-    figures = [_img(png, t) for t, png in heatmaps(data)]
-    sw = sweep_png(data)
-    if sw is not None:
-        figures.append(_img(sw, "accuracy against the swept parameter"))
+    try:
+        figures = [_img(png, t) for t, png in heatmaps(data)]
+        sw = sweep_png(data)
+        if sw is not None:
+            figures.append(_img(sw, "accuracy against the swept parameter"))
+    except Sec4srError as exc:  # no matplotlib: the tables and audio still make a report
+        from ..audio import notice
+
+        notice(f"report without plots: {exc}")
+        figures = [f'<p class="note">plots unavailable: {_e(exc)}</p>']
     main = [t for t in tables if t.key not in ("cells", "warnings")]
     for t in main:
         body.append(_table(t))

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import types
 
@@ -165,3 +164,35 @@ def test_advt_row_without_training_code_is_a_clear_error(advt_plugin, tmp_path, 
     cfg = StudyConfig(attacks=[WEAK_PGD], defenses=["test-advt+qt:q=128"], limit=1, out=tmp_path / "o")
     with pytest.raises(Sec4srError, match="variant 'test-advt-qt_q128'"):
         Study(cfg, progress=False)
+
+
+def test_demo_config_is_the_issue_study():
+    from pathlib import Path
+
+    from sec4sr_core.params import parse_chain
+    from sec4sr_core.plugins import get_registry
+
+    cfg = make_config(load_toml(str(Path(__file__).parents[2] / "examples" / "demo.toml")))
+    reg = get_registry()
+    assert [(s.model, s.task.value) for s in cfg.system_specs()] == [("ge2e", "csi-e")]
+    assert cfg.settings == ["non-adaptive", "adaptive"] and cfg.limit
+    names = {reg.resolve("attack", a)[0].name for a in cfg.attacks}
+    assert names == {"fgsm", "pgd", "fakebob"}
+    assert any("max_queries" in a for a in cfg.attacks if a.startswith("fakebob"))
+    defenses = {reg.resolve("defense", p)[0].name for d in cfg.defenses for p in parse_chain(d)}
+    assert defenses == {"qt", "at", "opus", "feco"}
+
+
+def test_a_study_of_two_systems(tmp_path, ge2e_system, one_thread):
+    cfg = StudyConfig(systems=[{"model": "ge2e", "task": "csi-e"}, {"model": "ge2e", "task": "sv", "label": "ge2e-sv"}],
+                      attacks=["pgd:steps=1"], limit=2, length_s=0.5, out=tmp_path / "o", metrics=["l2"], examples=1)
+    summary = Study(cfg, progress=False).run()
+    assert [(s["system"], s["task"]) for s in summary["systems"]] == [("ge2e", "csi-e"), ("ge2e-sv", "sv")]
+    assert "thresholds" in summary["systems"][1] and summary["systems"][1]["thresholds"]["sv"] is not None
+    assert {(r["system"], r["task"], r["n"]) for r in summary["results"]} == {("ge2e", "csi-e", 2), ("ge2e-sv", "sv", 2)}
+    assert (tmp_path / "o" / "audio" / "ge2e-csi-e" / "non-adaptive").is_dir()
+    assert (tmp_path / "o" / "audio" / "ge2e-sv-sv" / "benign").is_dir()
+    from sec4sr_core.report import render
+
+    md = render(tmp_path / "o", "md")
+    assert "## Non-adaptive attacks — ge2e · csi-e" in md and "## Non-adaptive attacks — ge2e-sv · sv" in md
