@@ -143,8 +143,6 @@ def test_bad_input_is_one_error_line(capsys, tmp_path, args, needles):
     assert_one_line_error(captured.err, *needles)
 
 
-@pytest.mark.xfail(strict=True, reason="core: a path-like --dataset that does not exist is reported as an unknown "
-                                       "dataset name instead of a missing folder (reported to the lead)")
 def test_missing_dataset_folder_path_says_so(capsys, tmp_path):
     code = main(["run", "--dataset", str(tmp_path / "no-such-corpus"), "--limit", "2", "--out", str(tmp_path)])
     captured = capsys.readouterr()
