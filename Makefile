@@ -26,7 +26,7 @@ $(APT_STAMP): | $(BIN)/python
 
 $(STAMP): pyproject.toml sec4sr_plugins_*/pyproject.toml $(APT_STAMP) | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q --config-settings editable_mode=compat -e ".[test]" -e sec4sr_plugins_models -e sec4sr_plugins_defenses -e sec4sr_plugins_attacks
+	$(BIN)/pip install -q --config-settings editable_mode=compat -e ".[test,ray]" -e sec4sr_plugins_models -e sec4sr_plugins_defenses -e sec4sr_plugins_attacks
 	$(BIN)/pip install -q --no-deps resemblyzer==0.1.4
 	@touch $@
 
