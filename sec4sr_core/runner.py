@@ -289,6 +289,28 @@ class Cell:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Unit:
+    """One unit of work: one batch of one cell, the grain at which rows are computed, shipped and committed.
+
+    ``system`` indexes :meth:`StudyConfig.system_specs`; ``setting`` is ``benign``, ``non-adaptive`` or
+    ``adaptive``; ``attack`` is ``""`` for benign units; ``defense`` is the row a benign or adaptive unit evaluates
+    (``None`` for non-adaptive units, which craft once and evaluate every row); ``batch`` indexes
+    :meth:`Study.batches`. A unit is plain data, so it travels to other processes by value; its random streams are
+    seeded from the study seed and these fields, so it gives the same rows wherever it runs."""
+
+    system: int
+    setting: str
+    attack: str
+    defense: str | None
+    batch: int
+
+    def describe(self) -> str:
+        row = "every row" if self.defense is None else repr(self.defense)
+        what = "benign" if self.setting == "benign" else f"{self.attack!r} ({self.setting})"
+        return f"system #{self.system} {what} on {row}, batch {self.batch}"
+
+
 class Study:
     """One study run. ``Study(config).run()`` returns the JSON-able summary.
 
@@ -297,9 +319,14 @@ class Study:
     :meth:`run` moves through the others).
     """
 
-    def __init__(self, config: StudyConfig, progress: bool = True) -> None:
+    def __init__(self, config: StudyConfig, progress: bool = True, *, store: bool = True, system: int = 0,
+                 root: str | Path | None = None) -> None:
+        """``store=False`` builds a worker-side study that computes units but never opens the result store;
+        ``system`` is the index of the system bound first; ``root`` is the folder relative output paths (audio)
+        are written under (default: the current folder), while the rows keep the paths as configured."""
         self.config = config
         self.progress = progress
+        self.root = None if root is None else Path(root)
         check_device(config.device)
         reg = get_registry()
         # validate every name before any work starts, so a typo fails fast
@@ -320,10 +347,13 @@ class Study:
             reg.resolve("model", s.model)
         self.specs = config.system_specs()
         self.metrics = [reg.build("metric", m) for m in config.metrics]
-        self.store = ResultStore(Path(config.out) / "results.sqlite")
+        self.store: ResultStore | None = ResultStore(Path(config.out) / "results.sqlite") if store else None
         self.versions = versions()
         self._datasets: dict[str, Dataset] = {}
-        self.bind(self.specs[0])
+        if not 0 <= system < len(self.specs):
+            raise ParameterError(f"the study has {len(self.specs)} system(s); there is no system #{system}")
+        self.system_index = system
+        self.bind(self.specs[system])
 
     # -- systems --------------------------------------------------------------------------------------------------
     def _dataset(self, spec: str) -> Dataset:
@@ -338,6 +368,7 @@ class Study:
         """Build (or rebuild) everything for one system of the study."""
         cfg = self.config
         self.spec = spec
+        self.system_index = next((i for i, s in enumerate(self.specs) if s is spec), self.system_index)
         self.model = load_model(spec.model, cfg.device)
         self.dataset = self._dataset(spec.dataset or cfg.dataset)
         threshold = spec.threshold if spec.threshold is not None else cfg.threshold
@@ -414,9 +445,16 @@ class Study:
             "warnings": [],
         }
 
-    def _todo(self, sl: slice, defense: str, attack: str, setting: str) -> bool:
-        done = self.store.done(self.system_label, self.system.task.value, defense, attack, setting)
-        return any(u.id not in done for u in self.trials.utterances[sl])
+    def _todo(self, sl: slice, defense: str, attack: str, setting: str,
+              cache: dict[tuple[str, str, str], set[str]] | None = None) -> bool:
+        """Whether some utterance of batch ``sl`` has no stored row in the cell (``cache`` memoises done sets)."""
+        key = (defense, attack, setting)
+        if cache is None or key not in cache:
+            done = self.store.done(self.system_label, self.system.task.value, defense, attack, setting)
+            if cache is None:
+                return any(u.id not in done for u in self.trials.utterances[sl])
+            cache[key] = done
+        return any(u.id not in cache[key] for u in self.trials.utterances[sl])
 
     @torch.no_grad()
     def _evaluate(self, ds: DefendedSystem, x: torch.Tensor, sl: slice, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -430,7 +468,17 @@ class Study:
             pm.hook.sec4sr_result(row=r)
 
     # -- the study ------------------------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def run(self, executor: Any = None) -> dict[str, Any]:
+        """Run every unit of every system not already stored and return the summary.
+
+        ``executor`` (default :class:`sec4sr_core.executors.LocalExecutor`, in-process) computes units; this
+        driver binds each system first (enrollment and variant training happen here, once), then commits the
+        rows each unit returns, one transaction per unit. See :mod:`sec4sr_core.executors`."""
+        from .executors import LocalExecutor, UnitFailure
+
+        if self.store is None:
+            raise Sec4srError("this study was built without a result store (a worker's); it cannot run")
+        executor = executor or LocalExecutor()
         cfg = self.config
         self.store.set_meta("config", cfg.model_dump(mode="json"))
         self.store.set_meta("versions", self.versions)
@@ -438,55 +486,106 @@ class Study:
         self.store.set_meta("defense_rows", [{"label": "none", "variant": False}] + [
             {"label": d, "variant": self.variant_rows[d]} for d in cfg.defenses])
         enrollments = self.store.get_meta("enrollment", {}) or {}
+        self.failed: list[tuple[Unit, str]] = []
         for n, spec in enumerate(self.specs):
-            if n:
+            if n != self.system_index:
                 self.bind(spec)
             if self.enrollment is not None:
                 enrollments[f"{self.system_label}|{self.system.task.value}"] = {
                     "thresholds": self.enrollment.thresholds, "eer": self.enrollment.eer}
                 self.store.set_meta("enrollment", enrollments)
             self._save_benign_examples()
-            self._benign()
-            for attack_spec in cfg.attacks:
-                for setting in cfg.settings:
-                    try:
-                        if setting == "non-adaptive":
-                            self._non_adaptive(attack_spec)
-                        else:
-                            self._adaptive(attack_spec)
-                    except Exception as exc:  # recorded for the report, then raised: finished rows are kept
-                        self.store.add_failure(
-                            {"system": self.system_label, "task": self.system.task.value, "attack": attack_spec,
-                             "setting": setting}, f"{type(exc).__name__}: {exc}")
-                        raise
+            units = self.units()
+            with self._bar(len(units), f"{self.system_label}") as bar:
+                for unit, outcome in executor.map(self, units):
+                    bar.update(1)
+                    if isinstance(outcome, UnitFailure):  # retried by the executor, then given up: the rest goes on
+                        self.store.add_failure(self.unit_cell(unit), outcome.error)
+                        self.failed.append((unit, outcome.error))
+                    else:
+                        self._emit(outcome)
         summary = self.summary()
         self._study_warnings(summary)
         summary = self.summary()
         pm.hook.sec4sr_run_finished(summary=summary)
         return summary
 
+    def units(self) -> list[Unit]:
+        """The units of the bound system whose rows are not all stored yet, in the local executor's order:
+        benign (row by row), then per attack column and setting, non-adaptive (every row at once) or adaptive
+        (row by row), batch by batch."""
+        sysi = self.system_index
+        batches = list(self.batches())
+        seen: dict[tuple[str, str, str], set[str]] = {}
+        out: list[Unit] = []
+        for label in self.systems:
+            out += [Unit(sysi, "benign", "", label, bi) for bi, sl in batches
+                    if self._todo(sl, label, "", "benign", seen)]
+        for attack in self.config.attacks:
+            for setting in self.config.settings:
+                if setting == "non-adaptive":
+                    out += [Unit(sysi, setting, attack, None, bi) for bi, sl in batches
+                            if any(self._todo(sl, label, attack, setting, seen) for label in self.systems)]
+                else:
+                    out += [Unit(sysi, setting, attack, label, bi) for label in self.systems for bi, sl in batches
+                            if self._todo(sl, label, attack, setting, seen)]
+        return out
+
+    def unit_cell(self, unit: Unit) -> dict[str, Any]:
+        """The (system, task, defense, attack, setting) a unit belongs to, as the ``failures`` table records it."""
+        spec = self.specs[unit.system]
+        return {"system": self.label_of(spec), "task": Task(spec.task).value, "defense": unit.defense,
+                "attack": unit.attack, "setting": unit.setting}
+
+    def compute(self, unit: Unit) -> list[dict[str, Any]]:
+        """The rows of one unit (binding its system first if needed); touches no result store. Audio files of the
+        unit are written under the output folder, so they must be on storage the driver can read."""
+        if unit.system != self.system_index:
+            self.bind(self.specs[unit.system])
+        batches = dict(self.batches())
+        if unit.batch not in batches:
+            raise ParameterError(f"unit {unit.describe()}: the study has {len(batches)} batches")
+        sl = batches[unit.batch]
+        bi = unit.batch
+        x = self.load(sl)
+        if unit.setting == "benign":
+            label = unit.defense or "none"
+            ds = self.systems[label]
+            scores, dec = self._evaluate(ds, x, sl, batch_seed(self.config.seed, label, "benign", bi))
+            rows = []
+            for j, i in enumerate(range(sl.start, sl.stop)):
+                r = self._base_row(i, label, "", "benign")
+                r.update(decision=int(dec[j]), correct=int(dec[j] == r["label"]), success=None,
+                         scores=scores[j].tolist(), queries=0, time_s=0.0, metrics={})
+                rows.append(r)
+            return rows
+        attack = unit.attack
+        if unit.setting == "non-adaptive":
+            base = self.systems["none"]
+            targets = list(self.systems.items())
+            seed = batch_seed(self.config.seed, attack, "na", bi)
+            grads = self._gradient_norms(attack, base, x, sl, seed)
+            result, elapsed, eot = self._attack(attack, base, x, sl, seed)
+            warns = reliability.row_warnings(x.shape[0], adaptive=False, randomized=base.randomized, eot=eot,
+                                             grad_norms=grads)
+            return self._adv_rows(attack, "non-adaptive", targets, "none", x, result.adv, result, elapsed, sl, bi,
+                                  warns, grads)
+        if unit.setting == "adaptive":
+            label = unit.defense or "none"
+            ds = self.systems[label]
+            seed = batch_seed(self.config.seed, attack, "ad", label, bi)
+            grads = self._gradient_norms(attack, ds, x, sl, seed)
+            result, elapsed, eot = self._attack(attack, ds, x, sl, seed)
+            warns = reliability.row_warnings(x.shape[0], adaptive=True, randomized=ds.randomized, eot=eot,
+                                             grad_norms=grads)
+            return self._adv_rows(attack, "adaptive", [(label, ds)], label, x, result.adv, result, elapsed, sl, bi,
+                                  warns, grads)
+        raise ParameterError(f"unknown setting {unit.setting!r} in unit {unit.describe()}")
+
     def _bar(self, total: int, desc: str):
         from tqdm import tqdm
 
         return tqdm(total=total, desc=desc, disable=not self.progress, leave=False, mininterval=1.0, unit="batch")
-
-    def _benign(self) -> None:
-        batches = list(self.batches())
-        with self._bar(len(batches) * len(self.systems), f"{self.system_label} benign") as bar:
-            for label, ds in self.systems.items():
-                for bi, sl in batches:
-                    bar.update(1)
-                    if not self._todo(sl, label, "", "benign"):
-                        continue
-                    x = self.load(sl)
-                    scores, dec = self._evaluate(ds, x, sl, batch_seed(self.config.seed, label, "benign", bi))
-                    rows = []
-                    for j, i in enumerate(range(sl.start, sl.stop)):
-                        r = self._base_row(i, label, "", "benign")
-                        r.update(decision=int(dec[j]), correct=int(dec[j] == r["label"]), success=None,
-                                 scores=scores[j].tolist(), queries=0, time_s=0.0, metrics={})
-                        rows.append(r)
-                    self._emit(rows)
 
     def _attack(self, spec: str, ds: DefendedSystem, x: torch.Tensor, sl: slice, seed: int) -> tuple[Any, float, int]:
         from .oracle import make_oracle
@@ -523,6 +622,10 @@ class Study:
         u = self.trials.utterances[i]
         return self._prefix() / "defended" / setting / slug(attack) / slug(defense) / u.speaker / f"{Path(u.id).name}.wav"
 
+    def _file(self, path: Path) -> Path:
+        """Where ``path`` (as configured, maybe relative) is written: under :attr:`root` when one is set."""
+        return path if self.root is None or path.is_absolute() else self.root / path
+
     def _benign_path(self, i: int) -> Path:
         u = self.trials.utterances[i]
         return self._prefix() / "benign" / u.speaker / f"{Path(u.id).name}.wav"
@@ -534,8 +637,8 @@ class Study:
         x = self.load(slice(0, k))
         for i in range(k):
             p = self._benign_path(i)
-            if not p.exists():
-                save_audio(p, x[i])
+            if not self._file(p).exists():
+                save_audio(self._file(p), x[i])
 
     @torch.no_grad()
     def _save_defended(self, setting: str, attack: str, label: str, ds: DefendedSystem, adv: torch.Tensor,
@@ -550,7 +653,7 @@ class Study:
         for d in wave_defs:
             y = d(y)
         for j in range(k):
-            save_audio(self._defended_path(setting, attack, label, sl.start + j), y[j].clamp(-1, 1))
+            save_audio(self._file(self._defended_path(setting, attack, label, sl.start + j)), y[j].clamp(-1, 1))
 
     def _gradient_norms(self, attack: str, ds: DefendedSystem, x: torch.Tensor, sl: slice, seed: int):
         if not self.config.gradient_check or self.knowledge.get(attack) != Knowledge.WHITE_BOX.value:
@@ -568,7 +671,9 @@ class Study:
         paths: list[str | None] = [None] * n
         if self.config.save_audio:
             for j, i in enumerate(range(sl.start, sl.stop)):
-                paths[j] = str(save_audio(self._audio_path(setting, attack, crafted_on, i), adv[j]))
+                p = self._audio_path(setting, attack, crafted_on, i)
+                save_audio(self._file(p), adv[j])
+                paths[j] = str(p)
         rows = []
         for label, ds in targets:
             seed = batch_seed(self.config.seed, label, attack, setting, "eval", bi)
@@ -588,41 +693,6 @@ class Study:
                 )
                 rows.append(r)
         return rows
-
-    def _non_adaptive(self, attack: str) -> None:
-        base = self.systems["none"]
-        targets = list(self.systems.items())
-        batches = list(self.batches())
-        with self._bar(len(batches), f"{self.system_label} {attack} (non-adaptive)") as bar:
-            for bi, sl in batches:
-                bar.update(1)
-                if not any(self._todo(sl, label, attack, "non-adaptive") for label in self.systems):
-                    continue
-                x = self.load(sl)
-                seed = batch_seed(self.config.seed, attack, "na", bi)
-                grads = self._gradient_norms(attack, base, x, sl, seed)
-                result, elapsed, eot = self._attack(attack, base, x, sl, seed)
-                warns = reliability.row_warnings(x.shape[0], adaptive=False, randomized=base.randomized, eot=eot,
-                                                 grad_norms=grads)
-                self._emit(self._adv_rows(attack, "non-adaptive", targets, "none", x, result.adv, result, elapsed, sl,
-                                          bi, warns, grads))
-
-    def _adaptive(self, attack: str) -> None:
-        batches = list(self.batches())
-        with self._bar(len(batches) * len(self.systems), f"{self.system_label} {attack} (adaptive)") as bar:
-            for label, ds in self.systems.items():
-                for bi, sl in batches:
-                    bar.update(1)
-                    if not self._todo(sl, label, attack, "adaptive"):
-                        continue
-                    x = self.load(sl)
-                    seed = batch_seed(self.config.seed, attack, "ad", label, bi)
-                    grads = self._gradient_norms(attack, ds, x, sl, seed)
-                    result, elapsed, eot = self._attack(attack, ds, x, sl, seed)
-                    warns = reliability.row_warnings(x.shape[0], adaptive=True, randomized=ds.randomized, eot=eot,
-                                                     grad_norms=grads)
-                    self._emit(self._adv_rows(attack, "adaptive", [(label, ds)], label, x, result.adv, result, elapsed,
-                                              sl, bi, warns, grads))
 
     def _study_warnings(self, summary: dict[str, Any]) -> None:
         for key, codes in reliability.study_warnings(summary["results"], self.knowledge):

@@ -5,7 +5,9 @@ system is always a row. Results go to ``<out>/results.sqlite`` (re-running resum
 ``<out>/audio/<setting>/<attack>/[<defense>/]<speaker>/<utterance>.wav`` (with a ``<system>-<task>/`` level first
 when the study has several systems). A TOML file holds the same keys as :class:`~sec4sr_core.runner.StudyConfig`
 (see ``docs/studies.md`` and ``examples/``); flags given with a file override its values. ``--report`` also writes
-the HTML report to ``<out>/report.html``.
+the HTML report to ``<out>/report.html``. ``--executor ray [--address HEAD:PORT]`` runs the study's units as Ray
+tasks (see ``docs/cluster.md``); the rows are the same as with the default local executor, and either executor
+resumes a study the other started.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     p.add_argument("--report", action="store_true", help="also write the HTML report to <out>/report.html")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where units (one batch of one cell) run: this process (default) or Ray tasks")
+    p.add_argument("--address", help="Ray head HOST:PORT or 'auto' (--executor ray; default: a local Ray instance)")
+    p.add_argument("--retries", type=int, default=2,
+                   help="--executor ray: re-runs of a failing or killed task before it is recorded as failed")
     p.set_defaults(func=run)
 
 
@@ -94,12 +101,19 @@ def make_config(values: dict[str, Any]) -> "Any":
 
 
 def run(args) -> int:
+    from ..executors import make_executor
     from ..runner import Study, format_table
 
     config = config_from_args(args)
-    args.resume_hint = f"run the same command again to resume (results in {config.out}/results.sqlite)"
-    study = Study(config, progress=not args.quiet and sys.stderr.isatty())
-    summary = study.run()
+    executor = make_executor(getattr(args, "executor", "local"), getattr(args, "address", None),
+                             getattr(args, "retries", 2))
+    args.resume_hint = (f"run the same command again, with either executor, to resume "
+                        f"(results in {config.out}/results.sqlite)")
+    try:
+        study = Study(config, progress=not args.quiet and sys.stderr.isatty())
+        summary = study.run(executor)
+    finally:
+        executor.close()
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -111,4 +125,9 @@ def run(args) -> int:
         path = write_report(config.out, "html")
         if not args.json:
             print(f"report: {path}")
+    if study.failed:
+        print(f"{len(study.failed)} unit(s) failed after {args.retries} retries and were recorded in the failures "
+              f"table (first: {study.failed[0][0].describe()}: {study.failed[0][1]}); run the same command again "
+              f"to retry them", file=sys.stderr)
+        return 1
     return 0
