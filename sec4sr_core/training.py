@@ -47,6 +47,9 @@ class TrainConfig(BaseModel):
     lr: float | None = Field(None, gt=0, description="Adam learning rate")
     batch_size: int | None = Field(None, ge=1, description="utterances per batch")
     crop_s: float | None = Field(None, gt=0, description="seconds of audio per training example (seeded random crop)")
+    min_crop_s: float | None = Field(None, gt=0, description="shortest speech per training example in seconds: each "
+                                     "example keeps U[min_crop_s, crop_s] s of its crop and is zero-padded to crop_s, "
+                                     "as evaluation zero-pads short utterances (None: crop_s, no padding added)")
     seed: int = Field(0, description="seeds shuffling, crops, initialisation and noise")
     resume: bool = Field(True, description="continue from the last epoch checkpoint of the same configuration")
     aug_eps: float = Field(0.0, ge=0, description="uniform noise augmentation bound in [-1,1] amplitude units "
@@ -58,12 +61,14 @@ class TrainConfig(BaseModel):
     defense_order: str = Field("sequential", description="order of the training defense chain")
 
     def resolved(self, model: Any) -> "TrainConfig":
-        defaults = {"epochs": 10, "lr": 1e-3, "batch_size": 32, "crop_s": 2.0}
+        defaults = {"epochs": 10, "lr": 1e-3, "batch_size": 32, "crop_s": 2.0, "min_crop_s": None}
         defaults.update(getattr(model, "train_defaults", {}) or {})
         values = self.model_dump()
-        for key in ("epochs", "lr", "batch_size", "crop_s"):
+        for key in ("epochs", "lr", "batch_size", "crop_s", "min_crop_s"):
             if values[key] is None:
                 values[key] = defaults[key]
+        if values["min_crop_s"] is not None and values["min_crop_s"] >= values["crop_s"]:
+            values["min_crop_s"] = None  # a crop shorter than the minimum keeps all its speech
         return TrainConfig(**values)
 
 
@@ -165,12 +170,21 @@ def _load_train_audio(dataset: Any, split: str = "train") -> tuple[torch.Tensor,
     return audio, lengths, speakers, labels
 
 
-def random_crops(audio: torch.Tensor, lengths: torch.Tensor, length: int, g: torch.Generator) -> torch.Tensor:
-    """One seeded random crop of ``length`` samples per row of ``audio`` (zero-padded when shorter): (N, 1, length)."""
+def random_crops(audio: torch.Tensor, lengths: torch.Tensor, length: int, g: torch.Generator,
+                 min_length: int | None = None) -> torch.Tensor:
+    """One seeded random crop of ``length`` samples per row of ``audio`` (zero-padded when shorter): (N, 1, length).
+
+    With ``min_length``, each crop keeps only its first ``U{min_length..length}`` samples and zeroes the rest — the
+    zero-padded tail that evaluation gives utterances shorter than its window (models with utterance-level
+    normalisation, e.g. ECAPA, otherwise meet padding only at test time)."""
     room = (lengths - length).clamp_min(0)
     start = (torch.rand(len(lengths), generator=g) * (room + 1).double()).long().clamp(max=room)
-    idx = start.unsqueeze(1) + torch.arange(length).unsqueeze(0)
+    steps = torch.arange(length).unsqueeze(0)
+    idx = start.unsqueeze(1) + steps
     valid = idx < lengths.unsqueeze(1)
+    if min_length is not None and min_length < length:
+        keep = min_length + (torch.rand(len(lengths), generator=g) * (length - min_length + 1)).long()
+        valid = valid & (steps < keep.clamp(max=length).unsqueeze(1))
     crops = audio.gather(1, idx.clamp(max=audio.shape[1] - 1)) * valid
     return crops.unsqueeze(1)
 
@@ -272,13 +286,14 @@ def train(
     system = classifier_system(model, defenses, config.defense_order)
     n = audio.shape[0]
     length = int(round(config.crop_s * 16000))
+    min_length = None if config.min_crop_s is None else int(round(config.min_crop_s * 16000))
     loss_fn = getattr(model, "train_loss", None) or (lambda logits, y: torch.nn.functional.cross_entropy(logits, y))
     for epoch in range(start, config.epochs):
         g = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         torch.manual_seed(config.seed * 1000 + epoch)
         system.seed(config.seed * 1000 + epoch)
         order = torch.randperm(n, generator=g)
-        crops = random_crops(audio[order], lengths[order], length, g)
+        crops = random_crops(audio[order], lengths[order], length, g, min_length)
         ys = labels[order]
         model.train()
         tot_loss, tot_correct, seen = 0.0, 0, 0

@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="Adam learning rate")
     p.add_argument("--crop", type=float, dest="crop_s", help="seconds per training example")
+    p.add_argument("--min-crop", type=float, dest="min_crop_s",
+                   help="shortest speech per example in seconds (the rest zero-padded, as evaluation pads)")
     p.add_argument("--aug-eps", type=float, default=0.0, help="noise augmentation bound (amplitude units)")
     p.add_argument("--resume", action=__import__("argparse").BooleanOptionalAction, default=True,
                    help="continue from the last epoch checkpoint (default) or start over")
@@ -38,7 +40,8 @@ def run(args) -> int:
     from ..training import train_variant
 
     args.resume_hint = "run the same command again to resume from the last finished epoch"
-    extra = {k: v for k, v in {"lr": args.lr, "batch_size": args.batch_size, "crop_s": args.crop_s}.items()
+    extra = {k: v for k, v in {"lr": args.lr, "batch_size": args.batch_size, "crop_s": args.crop_s,
+                                 "min_crop_s": args.min_crop_s}.items()
              if v is not None}
     summary = train_variant(
         args.model, args.dataset, adversarial=args.adversarial, defense=args.defense, epochs=args.epochs,

@@ -67,7 +67,7 @@ class AudioNet(Trainable, SpeakerModel):
     levels = ("wave", "raw", "final")
     output = "logits"
     tasks = (Task.CSI_NE,)
-    train_defaults = {"epochs": 12, "lr": 2e-3, "batch_size": 16, "crop_s": 2.0}
+    train_defaults = {"epochs": 10, "lr": 2e-3, "batch_size": 16, "crop_s": 2.0}
 
     def __init__(self, params=None, **kwargs) -> None:
         super().__init__(params, **kwargs)

@@ -141,6 +141,9 @@ class EcapaParams(Params):
     margin: float = Field(0.2, ge=0, description="AAM-softmax additive angular margin (radians) in training")
     scale: float = Field(30.0, gt=0, description="AAM-softmax scale; training logits are scale·cos")
     dither: float = Field(0.0, ge=0, description="Kaldi dither in int16 units (0 = deterministic)")
+    noise_floor: float = Field(1.0, ge=0, description="deterministic dither: the expected fbank energy of white noise "
+                               "of this std (int16 units) is added before the log, so zero padding looks like quiet "
+                               "room noise, not log(eps) (0 = Kaldi's eps floor)")
 
 
 class ECAPA(Trainable, SpeakerModel):
@@ -151,7 +154,7 @@ class ECAPA(Trainable, SpeakerModel):
     levels = ("wave", "raw", "final")
     output = "embedding"
     tasks = (Task.CSI_E, Task.SV, Task.OSI)
-    train_defaults = {"epochs": 20, "lr": 2e-3, "batch_size": 16, "crop_s": 2.0}
+    train_defaults = {"epochs": 4, "lr": 2e-3, "batch_size": 16, "crop_s": 2.0, "min_crop_s": 1.3}
 
     def __init__(self, params=None, **kwargs) -> None:
         super().__init__(params, **kwargs)
@@ -160,7 +163,7 @@ class ECAPA(Trainable, SpeakerModel):
             raise Sec4srError(f"ecapa: channels ({p.channels}) must be divisible by res2net_scale ({p.res2net_scale})")
         c = p.channels
         chans, kernels, dils = [c, c, c, c, 3 * c], [5, 3, 3, 3, 1], [1, 2, 3, 4, 1]
-        self.fbank = KaldiFbank(num_mel_bins=p.n_mels, snip_edges=False, dither=p.dither)
+        self.fbank = KaldiFbank(num_mel_bins=p.n_mels, snip_edges=False, dither=p.dither, noise_floor=p.noise_floor)
         self.blocks = nn.ModuleList([TDNNBlock(p.n_mels, chans[0], kernels[0], dils[0])])
         for i in range(1, 4):
             self.blocks.append(SERes2NetBlock(chans[i - 1], chans[i], p.res2net_scale, p.se_channels, kernels[i], dils[i]))

@@ -101,7 +101,12 @@ def frame_signal(x: torch.Tensor, size: int, shift: int, snip_edges: bool) -> to
 class KaldiFbank(nn.Module):
     """Kaldi ``compute-fbank-feats`` for a batch. Output (B, frames, num_mel_bins) log mel energies
     (or linear energies with ``use_log=False``). ``scale`` multiplies the [-1, 1] input first (32768 reproduces
-    Kaldi's int16 arithmetic, which models trained by Kaldi expect)."""
+    Kaldi's int16 arithmetic, which models trained by Kaldi expect).
+
+    ``noise_floor`` (int16 units, default 0 = Kaldi's float-epsilon floor) adds, before the log, the *expected* mel
+    energy of white noise of that standard deviation — Kaldi's dither made deterministic (dither noise is
+    independent of the signal, so its power adds in expectation). Digital silence (zero padding) then maps to the
+    level of a quiet recording instead of log(ε) ≈ −15.9, far below anything speech or room noise produces."""
 
     def __init__(
         self,
@@ -118,8 +123,11 @@ class KaldiFbank(nn.Module):
         use_power: bool = True,
         scale: float = INT16,
         sample_rate: int = SR,
+        noise_floor: float = 0.0,
     ) -> None:
         super().__init__()
+        if noise_floor < 0:
+            raise ValueError("noise_floor must be >= 0")
         self.size = int(sample_rate * frame_length_ms / 1000)
         self.shift = int(sample_rate * frame_shift_ms / 1000)
         self.n_fft = 1 << (self.size - 1).bit_length()
@@ -134,6 +142,23 @@ class KaldiFbank(nn.Module):
         banks = kaldi_mel_banks(num_mel_bins, self.n_fft, sample_rate, low_freq, high_freq)
         self.register_buffer("banks", banks, persistent=False)
         self.eps = torch.finfo(torch.float32).eps
+        self.noise_floor = noise_floor
+        self.register_buffer("floor_mel", noise_floor**2 * self.noise_mel_energy(), persistent=False)
+
+    def noise_mel_energy(self) -> torch.Tensor:
+        """Expected mel energies (num_mel_bins,) of unit-variance white noise through this front-end (DC removal,
+        pre-emphasis, window, FFT): E|X_k|² = ||row k of the linear frame→spectrum map||², exactly, in float64."""
+        eye = torch.eye(self.size, dtype=torch.float64)
+        fr = eye
+        if self.remove_dc_offset:
+            fr = fr - fr.mean(dim=-1, keepdim=True)
+        if self.preemphasis:
+            prev = torch.cat([fr[..., :1], fr[..., :-1]], dim=-1)
+            fr = fr - self.preemphasis * prev
+        fr = F.pad(fr * self.window.double(), (0, self.n_fft - self.size))
+        spec = torch.fft.rfft(fr, dim=-1)  # row j: the spectrum of the unit impulse at sample j
+        power = (spec.real.pow(2) + spec.imag.pow(2)).sum(dim=0)
+        return (power @ self.banks.double()).float()
 
     def frames(self, wave: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Windowed frames (B, n, n_fft) and their raw log energies (B, n)."""
@@ -159,6 +184,8 @@ class KaldiFbank(nn.Module):
     def forward(self, wave: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         fr, _ = self.frames(wave, generator)
         mel = self.spectrum(fr) @ self.banks.to(fr.dtype)
+        if self.noise_floor > 0:
+            mel = mel + self.floor_mel.to(mel.dtype)
         return mel.clamp_min(self.eps).log() if self.use_log else mel
 
 

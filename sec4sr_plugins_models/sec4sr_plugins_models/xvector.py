@@ -57,7 +57,7 @@ class XVector(Trainable, SpeakerModel):
     levels = ("wave", "raw", "cmvn", "final")
     output = "embedding"
     tasks = (Task.CSI_E, Task.SV, Task.OSI)
-    train_defaults = {"epochs": 6, "lr": 1e-3, "batch_size": 16, "crop_s": 2.0}
+    train_defaults = {"epochs": 4, "lr": 1e-3, "batch_size": 16, "crop_s": 1.5}
 
     def __init__(self, params=None, **kwargs) -> None:
         super().__init__(params, **kwargs)
