@@ -150,8 +150,24 @@ def adversarial_hook(
     return hook
 
 
+_AUDIO_CACHE: dict[tuple[str, str, str], tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]] = {}
+
+
 def _load_train_audio(dataset: Any, split: str = "train") -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
-    """All training audio as a zero-padded (N, Tmax) tensor, lengths (N,), speakers, labels (N,)."""
+    """All training audio as a zero-padded (N, Tmax) tensor, lengths (N,), speakers, labels (N,).
+
+    The last split loaded is kept (one entry, keyed on the dataset's name and content fingerprint), so training
+    several variants in one process (a study's AdvT rows, a resumed run) decodes the files once. Callers must not
+    modify the returned tensors in place."""
+    key = (dataset.name, str(dataset.fingerprint()), split)
+    if key not in _AUDIO_CACHE:
+        loaded = _read_train_audio(dataset, split)
+        _AUDIO_CACHE.clear()
+        _AUDIO_CACHE[key] = loaded
+    return _AUDIO_CACHE[key]
+
+
+def _read_train_audio(dataset: Any, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
     from .audio import load_audio
 
     utts = dataset.split(split)

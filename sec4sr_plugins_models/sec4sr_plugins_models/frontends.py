@@ -204,7 +204,10 @@ class KaldiMFCC(KaldiFbank):
 
     def forward(self, wave: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         fr, energy = self.frames(wave, generator)
-        logmel = (self.spectrum(fr) @ self.banks.to(fr.dtype)).clamp_min(self.eps).log()
+        mel = self.spectrum(fr) @ self.banks.to(fr.dtype)
+        if self.noise_floor > 0:  # the mel bands only; the raw energy keeps Kaldi's floor
+            mel = mel + self.floor_mel.to(mel.dtype)
+        logmel = mel.clamp_min(self.eps).log()
         ceps = logmel @ self.dct.to(fr.dtype)
         if self.use_energy:
             ceps = torch.cat([energy.unsqueeze(-1), ceps[..., 1:]], dim=-1)

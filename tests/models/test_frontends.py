@@ -145,3 +145,16 @@ def test_frontend_gradients_match_finite_differences():
     _fd_check(lambda w: sliding_cmn(deltas(mfcc(w)), 30), x)
     _fd_check(KaldiFbank(num_mel_bins=40).double(), x)
     _fd_check(LogMel().double(), x)
+
+
+def test_noise_floor_is_the_expected_energy_of_kaldi_dither():
+    zeros = torch.zeros(64, 1, 4000)
+    dithered = KaldiFbank(num_mel_bins=40, dither=1.0, use_log=False)(zeros, torch.Generator().manual_seed(0))
+    floor = KaldiFbank(num_mel_bins=40, noise_floor=1.0).floor_mel
+    ratio = dithered.mean(dim=(0, 1)) / floor
+    assert float((ratio - 1).abs().max()) < 0.05  # ~25k noise frames per band
+    x = _audio(2, 4000)
+    quiet = KaldiFbank(num_mel_bins=40, noise_floor=2.0)
+    lin = KaldiFbank(num_mel_bins=40, use_log=False)(x)
+    torch.testing.assert_close(quiet(x), (lin + 4.0 * floor).log())  # std 2 -> 4x the energy, added before log
+    assert float(quiet(torch.zeros(1, 1, 4000)).min()) > -5  # zero padding is no longer log(eps) ~ -15.9

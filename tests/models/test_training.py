@@ -18,7 +18,7 @@ from sec4sr_core.training import TrainConfig, random_crops, train, train_variant
 
 from sec4sr_plugins_models.audionet import AudioNet
 
-FAST = {"crop_s": 0.4, "batch_size": 72, "eval_s": 0.5, "embed_s": 0.5}
+FAST = {"crop_s": 0.3, "batch_size": 108, "eval_s": 0.3, "embed_s": 0.5}
 
 
 @pytest.fixture()
@@ -71,6 +71,21 @@ def test_random_crops_are_seeded_and_inside_each_utterance():
     assert row[0] >= 21 and torch.equal(row, torch.arange(int(row[0]), int(row[0]) + 5, dtype=torch.float32))
 
 
+def test_min_crop_zeroes_a_seeded_tail_of_every_crop():
+    audio = torch.arange(1, 401, dtype=torch.float32).view(4, 100)
+    lengths = torch.full((4,), 100)
+    c = random_crops(audio, lengths, 20, torch.Generator().manual_seed(5), min_length=12)
+    assert torch.equal(c, random_crops(audio, lengths, 20, torch.Generator().manual_seed(5), min_length=12))
+    kept = (c[:, 0] != 0).sum(dim=1)
+    assert bool(((kept >= 12) & (kept <= 20)).all()) and len(set(kept.tolist())) > 1
+    for row, k in zip(c[:, 0], kept.tolist()):
+        assert torch.all(row[k:] == 0) and torch.all(row[1:k] - row[: k - 1] == 1)  # speech first, zeros after
+    plain = random_crops(audio, lengths, 20, torch.Generator().manual_seed(5))
+    assert torch.equal(c[:, 0, :12], plain[:, 0, :12])  # same crop positions, only the tail differs
+    cfg = TrainConfig(crop_s=1.0, min_crop_s=2.0).resolved(AudioNet())
+    assert cfg.min_crop_s is None  # a minimum above the crop keeps the whole crop
+
+
 def test_adversarial_and_defended_training_variants(home):
     assert variant_tag("pgd:epsilon=0.002,steps=2", "qt:q=512") == "advt-pgd_epsilon0.002_steps2+qt_q512"
     assert variant_tag(None, "qt:q=512") == "natural+qt_q512"
@@ -102,17 +117,23 @@ def test_train_evaluate_and_run_classifier_through_the_cli(home, capsys):
     assert main(["train", "--model", "nosuchmodel"]) == 2
 
 
-def test_enroll_threshold_evaluate_commands_store_and_reuse_thresholds(capsys):
-    # the session's store (shared with the ge2e_system fixture); a subprocess proves the CLI entry point works
-    out = subprocess.run([sys.executable, "-m", "sec4sr_core.cli", "enroll", "--model", "ge2e", "--json"],
+TINY_IV = "ivector:components=4,ivector_dim=10,lda_dim=6,ubm_frames=3000,ubm_iters=2,tv_iters=2"
+
+
+def test_train_enroll_threshold_evaluate_commands_store_and_reuse_thresholds(home, capsys):
+    # a tiny i-vector model keeps this cheap; a subprocess proves the CLI entry point works
+    assert main(["train", "--model", TINY_IV, "--quiet"]) == 0
+    assert "checkpoint:" in capsys.readouterr().out
+    out = subprocess.run([sys.executable, "-m", "sec4sr_core.cli", "enroll", "--model", TINY_IV, "--json"],
                          capture_output=True, text=True, check=True)
     enrolled = json.loads(out.stdout)
     assert len(enrolled["speakers"]) == 16 and set(enrolled["thresholds"]) == {"sv", "osi"}
-    assert main(["threshold", "--model", "ge2e", "--json"]) == 0
+    assert main(["threshold", "--model", TINY_IV, "--json"]) == 0
     th = json.loads(capsys.readouterr().out)
     assert th["thresholds"] == enrolled["thresholds"] and 0 <= th["osi_ier"] <= 1 and th["min_dcf"] is not None
-    assert main(["evaluate", "--model", "ge2e", "--task", "sv", "--task", "osi", "--limit", "12", "--json"]) == 0
+    assert main(["evaluate", "--model", TINY_IV, "--task", "sv", "--task", "osi", "--limit", "12", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["tasks"]["sv"]["threshold"] == pytest.approx(enrolled["thresholds"]["sv"])
     assert doc["tasks"]["sv"]["eer"] == pytest.approx(enrolled["eer"]["sv"])
+    assert doc["tasks"]["osi"]["trials"] == 12 and 0 <= doc["tasks"]["osi"]["accuracy"] <= 1
     assert main(["enroll", "--model", "audionet"]) == 2
