@@ -242,8 +242,10 @@ def train_variant_for(row: RowSpec, model_spec: str, dataset_spec: str, device: 
     """Train the missing variant checkpoint of ``row``:
     ``sec4sr_core.training.train_variant(model_spec, dataset_spec, seed=..., device=..., **defense.training_options(rest))``
     (the model-variant defense says how it was trained: attack, in-loop defenses, ratio, EOT, epochs)."""
-    try:
-        from . import training  # the models area's training loop
+    import importlib
+
+    try:  # through sys.modules (not the package attribute), so a replaced or absent module is honoured
+        training = importlib.import_module(f"{__package__}.training")
     except ImportError:
         training = None
     fn = getattr(training, "train_variant", None)
