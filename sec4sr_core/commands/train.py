@@ -31,14 +31,23 @@ def register(sub) -> None:
     p.add_argument("--eot", type=int, default=1, help="EOT draws when crafting against randomized defenses")
     p.add_argument("--defense", metavar="CHAIN", help="defense chain in the training forward path, e.g. qt:q=512")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own; 1 is fastest on a "
+                                               "machine shared with other jobs, where idle threads stall each op)")
     p.add_argument("--json", action="store_true", help="print the training summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from ..errors import ParameterError
     from ..training import train_variant
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ParameterError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     args.resume_hint = "run the same command again to resume from the last finished epoch"
     extra = {k: v for k, v in {"lr": args.lr, "batch_size": args.batch_size, "crop_s": args.crop_s,
                                  "min_crop_s": args.min_crop_s}.items()

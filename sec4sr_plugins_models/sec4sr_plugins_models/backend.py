@@ -80,8 +80,12 @@ class PLDABackend(nn.Module):
 
     # -- training ----------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def fit(self, w: torch.Tensor, labels: torch.Tensor) -> None:
-        """Train mean, LDA and PLDA on raw vectors (N, in_dim) with integer speaker labels (N,)."""
+    def fit(self, w: torch.Tensor, labels: torch.Tensor, shrinkage: float = 1e-6) -> None:
+        """Train mean, LDA and PLDA on raw vectors (N, in_dim) with integer speaker labels (N,).
+
+        ``shrinkage`` adds ``shrinkage · mean(diag S_w) · I`` to the within-class covariance before LDA. With fewer
+        training vectors than dimensions (512-d x-vectors of a small corpus) S_w is singular and an unregularised LDA
+        picks its null space: PLDA between-class variances of ~1e10 and scores of ~1e11."""
         w = w.double().cpu()
         labels = labels.cpu()
         classes = labels.unique()
@@ -91,7 +95,7 @@ class PLDABackend(nn.Module):
         mean = w.mean(dim=0)
         x = w - mean
         sw, sb = _scatter(x, labels)
-        sw = sw + 1e-6 * sw.diagonal().mean() * torch.eye(sw.shape[0], dtype=sw.dtype)
+        sw = sw + max(shrinkage, 1e-6) * sw.diagonal().mean() * torch.eye(sw.shape[0], dtype=sw.dtype)
         # generalised eigenproblem sb v = λ sw v with vᵀ sw v = I
         lw = torch.linalg.cholesky(sw)
         lw_inv = torch.linalg.inv(lw)

@@ -44,6 +44,9 @@ class XvectorParams(Params):
     pool_channels: int = Field(1500, ge=8, description="channels of tdnn5 before statistics pooling (1500)")
     embed_dim: int = Field(512, ge=8, description="x-vector dimension (fc1 output)")
     lda_dim: int = Field(20, ge=1, description="LDA output dimension (< number of training speakers)")
+    lda_shrinkage: float = Field(0.1, ge=0, description="within-class covariance shrinkage when fitting LDA, as a "
+                                 "fraction of its mean variance (needed when training x-vectors are fewer than "
+                                 "embed_dim, as on the embedded corpus)")
     num_ceps: int = Field(30, ge=2, le=30, description="MFCC cepstra (30 mel bins, 20-7600 Hz)")
     cmn_window: int = Field(300, ge=1, description="sliding CMN window in frames (10 ms each)")
     dither: float = Field(0.0, ge=0, description="Kaldi dither in int16 units (0 = deterministic)")
@@ -160,6 +163,6 @@ class XVector(Trainable, SpeakerModel):
         for s in range(0, len(utts), 32):
             x = load_batch([u.path for u in utts[s : s + 32]], length).to(self.fc1.weight.device)
             vecs.append(self.xvector(self.to_level(x, "wave", "final")).cpu())
-        self.backend.fit(torch.cat(vecs), torch.tensor([index[u.speaker] for u in utts]))
+        self.backend.fit(torch.cat(vecs), torch.tensor([index[u.speaker] for u in utts]), self.params.lda_shrinkage)
         self.train(was)
         return {"backend_utterances": len(utts)}

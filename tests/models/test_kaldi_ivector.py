@@ -184,3 +184,20 @@ def test_plda_fit_whitens_within_class_and_diagonalises_between_class():
     assert torch.all(b.psi[:-1] >= b.psi[1:])
     with pytest.raises(Sec4srError, match="needs more than 5 training speakers"):
         PLDABackend(8, 5).fit(w[:40], labels[:40] % 4)
+
+
+def test_lda_shrinkage_keeps_plda_finite_with_fewer_vectors_than_dimensions():
+    # the x-vector situation on the embedded corpus: 216 vectors of 24 speakers in more dimensions than vectors
+    g = torch.Generator().manual_seed(1)
+    centers = torch.randn(24, 256, generator=g, dtype=torch.float64) * 0.5
+    labels = torch.arange(24).repeat_interleave(9)
+    w = centers[labels] + torch.randn(216, 256, generator=g, dtype=torch.float64)
+    raw, shrunk = PLDABackend(256, 20).double(), PLDABackend(256, 20).double()
+    raw.fit(w, labels)
+    shrunk.fit(w, labels, shrinkage=0.1)
+    assert float(raw.psi.max()) > 1e8  # unregularised LDA found the null space of S_w
+    assert float(shrunk.psi.max()) < 1e3
+    u = shrunk(w)
+    scores = shrunk.score(u, torch.stack([u[labels == k].mean(0) for k in range(24)]))
+    assert float(scores.abs().max()) < 1e4
+    assert bool((scores.argmax(dim=1) == labels).double().mean() > 0.9)
