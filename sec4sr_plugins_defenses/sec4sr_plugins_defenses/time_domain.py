@@ -13,6 +13,13 @@ name     operation                                     randomized  differentiabl
 Every transformation acts on the whole batch at once on the input's device, and clips its output to [-1, 1].
 AS and MS zero-pad (w-1)/2 samples on each side ("same" length). Even windows are refused by validation (the
 predecessor crashed on them with a length mismatch).
+
+How AS and MS run. Both are a few elementwise passes over shifted views of the padded batch, applied to blocks of
+rows small enough to stay in the CPU's caches (:func:`by_rows`): AS sums the window by binary doubling
+(:func:`box_sum`, ~2·log2(w) adds; a box-kernel ``conv1d`` was ~4× slower on the CPU), and MS for w ≤ 9 evaluates
+a median-selection network of min/max comparisons (:func:`sliding_median`; the comparisons that overlapping
+windows share are computed once), an order of magnitude faster than ``unfold(...).median()``, which remains the
+path for w > 9. The outputs equal the plain convolution / median (tests compare with numpy and scipy).
 """
 
 from __future__ import annotations
@@ -97,6 +104,116 @@ class AT(Defense):
         return (x + std * noise).clamp(-1.0, 1.0)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# sliding windows without a convolution or a sort
+# ----------------------------------------------------------------------------------------------------------------
+
+
+#: elements per block of rows in :func:`by_rows` (4 MiB of float32: the passes stay in the CPU's caches)
+ROW_BLOCK = 1 << 20
+
+
+def by_rows(fn, x: torch.Tensor, block: int = ROW_BLOCK) -> torch.Tensor:
+    """``fn(x)`` for a row-wise ``fn``, applied to blocks of about ``block`` elements of ``x`` (B, ...) and
+    concatenated. A multi-pass elementwise computation over a whole batch streams every pass through main memory;
+    over cache-sized blocks of rows it does not (measured 2-4× faster on the CPU for ``as``/``ms``)."""
+    rows = max(1, block // max(1, x[0].numel()))
+    if x.shape[0] <= rows:
+        return fn(x)
+    return torch.cat([fn(c) for c in x.split(rows)])
+
+
+def box_sum(p: torch.Tensor, w: int) -> torch.Tensor:
+    """Sums of ``w`` consecutive samples along the last axis: out[..., i] = p[..., i:i+w].sum(), i < len - w + 1.
+
+    Binary doubling: blocks of 1, 2, 4, ... samples (each one add of two shifted views of the previous), and the
+    blocks of w's set bits added at their offsets — about 2·log2(w) elementwise passes in the input's dtype (each
+    output sums w samples in at most log2(w) + popcount(w) adds), differentiable. A ``conv1d`` with a box kernel
+    computes the same but on the CPU is several times slower on long single-channel signals (and its im2col
+    buffer grows with w·T).
+    """
+    t = p.shape[-1] - w + 1
+    block, size, offset, acc = p, 1, 0, None
+    while True:
+        if w & 1:
+            part = block[..., offset:offset + t]
+            acc = part.clone() if acc is None else acc.add_(part)
+            offset += size
+        w >>= 1
+        if not w:
+            return acc
+        block = block[..., :-size] + block[..., size:]  # sums of 2·size consecutive samples
+        size *= 2
+
+
+#: Median-selection networks (Paeth; Devillard's ``opt_med{3,5,7,9}``): comparators (i, j) that put min at i and
+#: max at j; after them the middle wire holds the median. ``tests/defenses`` checks each on all 0/1 inputs.
+MEDIAN_NETWORKS: dict[int, tuple[tuple[int, int], ...]] = {
+    3: ((0, 1), (1, 2), (0, 1)),
+    5: ((0, 1), (3, 4), (0, 3), (1, 4), (1, 2), (2, 3), (1, 2)),
+    7: ((0, 5), (0, 3), (1, 6), (2, 4), (0, 1), (3, 5), (2, 6), (2, 3), (3, 6), (4, 5), (1, 4), (1, 3), (3, 4)),
+    9: ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3), (5, 8), (4, 7), (3, 6),
+        (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2)),
+}
+
+
+def _median_plan(w: int):
+    """Compile ``MEDIAN_NETWORKS[w]`` for sliding windows: the value on a wire is (node, shift), node n an array
+    over every window start; the same comparison at another shift (the windows overlap) is the same node. Returns
+    (nodes, spans, target): nodes[n] = (kind, a, shift_a, b, shift_b) for n ≥ 1 (node 0 is the padded input),
+    spans[n] = how many trailing samples node n lacks against the input, target = (node, shift) of the median."""
+    nodes: list = [None]
+    spans = [0]
+    memo: dict = {}
+
+    def node(kind, u, v):
+        (a, sa), (b, sb) = sorted((u, v))  # min and max commute: one canonical order
+        s = min(sa, sb)
+        key = (kind, a, sa - s, b, sb - s)
+        if key not in memo:
+            memo[key] = len(nodes)
+            nodes.append(key)
+            spans.append(max(spans[a] + sa - s, spans[b] + sb - s))
+        return memo[key], s
+
+    wires = [(0, i) for i in range(w)]
+    for i, j in MEDIAN_NETWORKS[w]:
+        wires[i], wires[j] = node("min", wires[i], wires[j]), node("max", wires[i], wires[j])
+    return nodes, spans, wires[w // 2]
+
+
+def sliding_median(p: torch.Tensor, w: int) -> torch.Tensor:
+    """Medians of ``w`` consecutive samples along the last axis (w in :data:`MEDIAN_NETWORKS`), as elementwise
+    min/max of shifted views — only the comparisons the median needs, each computed once for all windows.
+
+    Without gradient it uses ``torch.minimum``/``maximum``; with gradient each comparison is a ``where`` on
+    ``a <= b``, so the (sub)gradient of every output goes to exactly one selected input sample, as with
+    ``median(dim)`` (``minimum``/``maximum`` would split it between tied samples).
+    """
+    nodes, spans, (target, shift) = _median_plan(w)
+    n_in = p.shape[-1]
+    grad = torch.is_grad_enabled() and p.requires_grad
+    cache: dict[int, torch.Tensor] = {0: p}
+    masks: dict[tuple, torch.Tensor] = {}
+
+    def value(n: int) -> torch.Tensor:
+        if n not in cache:
+            kind, a, sa, b, sb = nodes[n]
+            length = n_in - spans[n]
+            u, v = value(a)[..., sa:sa + length], value(b)[..., sb:sb + length]
+            if grad:
+                key = (a, sa, b, sb)  # the min and the max of one comparison share its mask
+                if key not in masks:
+                    masks[key] = u <= v
+                cache[n] = torch.where(masks[key], u, v) if kind == "min" else torch.where(masks[key], v, u)
+            else:
+                cache[n] = (torch.minimum if kind == "min" else torch.maximum)(u, v)
+        return cache[n]
+
+    t = n_in - w + 1
+    return value(target)[..., shift:shift + t]
+
+
 class WindowParams(Params):
     kernel: int = Field(3, ge=1, le=1001, description="window length in samples (odd; 1 = identity)")
 
@@ -121,8 +238,7 @@ class AS(Defense):
         w = self.params.kernel
         if w == 1:
             return x.clamp(-1.0, 1.0)
-        weight = torch.full((1, 1, w), 1.0 / w, device=x.device, dtype=x.dtype)
-        return F.conv1d(x, weight, padding=w // 2).clamp(-1.0, 1.0)
+        return by_rows(lambda c: box_sum(F.pad(c, (w // 2, w // 2)), w).mul_(1.0 / w).clamp(-1.0, 1.0), x)
 
 
 class MS(Defense):
@@ -141,5 +257,7 @@ class MS(Defense):
         w = self.params.kernel
         if w == 1:
             return x.clamp(-1.0, 1.0)
+        if w in MEDIAN_NETWORKS:
+            return by_rows(lambda c: sliding_median(F.pad(c, (w // 2, w // 2)), w).clamp(-1.0, 1.0), x)
         windows = F.pad(x, (w // 2, w // 2)).unfold(-1, w, 1)  # (B, 1, T, w), a view
         return windows.median(dim=-1).values.clamp(-1.0, 1.0)

@@ -12,7 +12,8 @@ from scipy import signal
 import sec4sr_core as sec4sr
 from sec4sr_core.errors import ParameterError
 from sec4sr_core.testing import check_defense, tiny_system
-from sec4sr_plugins_defenses.time_domain import AS, AT, BDR, MS, QT
+from sec4sr_plugins_defenses import time_domain
+from sec4sr_plugins_defenses.time_domain import AS, AT, BDR, MEDIAN_NETWORKS, MS, QT, box_sum, sliding_median
 
 from .helpers import speechlike
 
@@ -54,11 +55,65 @@ def test_qt_and_bdr_reference():
 
 def test_as_ms_reference():
     x = speechlike(3, 3000)
-    for w in (1, 3, 7):
+    for w in (1, 3, 5, 7, 9, 11, 101):
         ref_as = np.stack([np.convolve(u, np.ones(w) / w, mode="same") for u in x[:, 0].double().numpy()])
         ref_ms = np.stack([signal.medfilt(u, w) for u in x[:, 0].double().numpy()])  # zero padding, like ours
         assert np.allclose(AS(kernel=w)(x)[:, 0].numpy(), ref_as, atol=1e-6)
         assert np.allclose(MS(kernel=w)(x)[:, 0].numpy(), ref_ms, atol=1e-7)
+
+
+def test_median_networks_select_the_median_of_every_0_1_input():
+    # 0-1 principle: a comparator network selects the median of all inputs iff it does for all 0/1 inputs
+    import itertools
+
+    for w, net in MEDIAN_NETWORKS.items():
+        for bits in itertools.product((0, 1), repeat=w):
+            v = list(bits)
+            for i, j in net:
+                if v[i] > v[j]:
+                    v[i], v[j] = v[j], v[i]
+            assert v[w // 2] == sorted(bits)[w // 2], (w, bits)
+
+
+@pytest.mark.parametrize("w", sorted(MEDIAN_NETWORKS))
+def test_sliding_median_equals_plain_median(w):
+    g = torch.Generator().manual_seed(w)
+    x = torch.rand(3, 1, 500, generator=g) * 2 - 1
+    x[1] = (x[1] * 4).round() / 4  # many ties
+    p = torch.nn.functional.pad(x, (w // 2, w // 2))
+    assert torch.equal(sliding_median(p, w), p.unfold(-1, w, 1).median(dim=-1).values)
+
+
+def test_ms_gradient_goes_to_one_selected_sample():
+    p = ((speechlike(2, 300) * 8).round() / 8).requires_grad_(True)  # ties, so minimum/maximum would split
+    for w in sorted(MEDIAN_NETWORKS):
+        y = sliding_median(p, w)
+        (grad,) = torch.autograd.grad(y.sum(), p)
+        assert torch.equal(grad.sum(), torch.tensor(float(y.numel())))  # one unit per output sample
+        assert torch.equal(grad, grad.round())  # never split
+    for w in (3, 5, 7, 9, 11):
+        # and with distinct samples it is exactly the plain median's gradient
+        xd = (speechlike(1, 200).double() + 1e-4 * torch.arange(200, dtype=torch.float64)).requires_grad_(True)
+        windows = torch.nn.functional.pad(xd, (w // 2, w // 2)).unfold(-1, w, 1)
+        (ref,) = torch.autograd.grad(windows.median(dim=-1).values.sum(), xd)
+        (ours,) = torch.autograd.grad(MS(kernel=w)(xd).sum(), xd)
+        assert torch.equal(ours, ref)
+
+
+@pytest.mark.parametrize("w", [1, 2, 3, 6, 31, 64, 1001])
+def test_box_sum_equals_convolution(w):
+    p = torch.rand(2, 1, 3000, generator=torch.Generator().manual_seed(w), dtype=torch.float64) - 0.5
+    ref = torch.nn.functional.conv1d(p, torch.ones(1, 1, w, dtype=torch.float64))
+    assert torch.allclose(box_sum(p, w), ref, atol=1e-12)
+
+
+def test_row_blocks_do_not_change_results(monkeypatch):
+    x = speechlike(7, 1000)
+    whole = [AS(kernel=5)(x), MS(kernel=5)(x), MS(kernel=11)(x)]
+    monkeypatch.setattr(time_domain, "ROW_BLOCK", 2500)  # blocks of 2 rows
+    assert time_domain.by_rows(lambda c: c * 2, x, 2500).shape == x.shape
+    for y, d in zip(whole, [AS(kernel=5), MS(kernel=5), MS(kernel=11)]):
+        assert torch.equal(time_domain.by_rows(d.forward, x, 2500), y)
 
 
 @pytest.mark.parametrize("cls", [AS, MS])
