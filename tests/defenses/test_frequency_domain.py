@@ -12,7 +12,7 @@ from scipy import signal
 
 from sec4sr_core.errors import ParameterError
 from sec4sr_core.testing import check_defense
-from sec4sr_plugins_defenses.frequency_domain import BPF, DS, LPF
+from sec4sr_plugins_defenses.frequency_domain import BPF, DS, LPF, fast_length
 
 from .helpers import speechlike
 
@@ -40,6 +40,22 @@ def test_filtering_equals_sosfilt(d):
     x = speechlike(3, 5000, amp=0.2)
     ref = signal.sosfilt(d.sos, x[:, 0].double().numpy(), axis=-1)
     assert np.abs(d(x)[:, 0].double().numpy() - ref).max() < 1e-6
+
+
+@pytest.mark.parametrize("d", [LPF(), BPF()], ids=["lpf", "bpf"])
+def test_float32_fft_on_long_input_equals_sosfilt(d):
+    x = speechlike(2, 48000, amp=0.9)  # 3 s near full scale: the float32 FFT's round-off grows with n and level
+    ref = signal.sosfilt(d.sos, x[:, 0].double().numpy(), axis=-1)
+    y = d(x)
+    assert y.dtype == torch.float32 and np.abs(y[:, 0].double().numpy() - ref).max() < 1e-6
+    yd = d(x.double())  # float64 audio is filtered in float64 throughout
+    assert yd.dtype == torch.float64 and np.abs(yd[:, 0].numpy() - np.clip(ref, -1, 1)).max() < 1e-7  # tail wrap
+
+
+def test_fast_length_is_the_smallest_5_smooth_length():
+    smooth = sorted(2**a * 3**b * 5**c for a in range(22) for b in range(14) for c in range(10))
+    for n in [*range(1, 3000), 48107, 48861, 160_000, 1_234_567]:
+        assert fast_length(n) == next(m for m in smooth if m >= n), n
 
 
 def test_sinusoid_gains():
