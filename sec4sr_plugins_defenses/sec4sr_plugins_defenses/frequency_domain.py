@@ -1,7 +1,7 @@
 """Frequency-domain input transformations on (B, 1, T) waveforms in [-1, 1]: DS, LPF, BPF.
 
 * ``ds``: resample 16 kHz -> ratio·16 kHz -> 16 kHz with windowed-sinc interpolation (torchaudio's kernel,
-  computed once per defense and device), cut to the input's length.
+  computed once per defense and device), cut to the input's length; on the CPU in cache-sized blocks of rows.
 * ``lpf`` / ``bpf``: Butterworth filters designed as the predecessor did — order and cutoff from
   ``scipy.signal.buttord`` (gpass 3 dB, gstop 40 dB) for the given pass and stop edges — but kept as second-order
   sections in float64 and applied in the FFT domain.
@@ -33,7 +33,7 @@ from pydantic import Field, field_validator, model_validator
 from sec4sr_core.interfaces import SAMPLE_RATE, Defense
 from sec4sr_core.params import Params
 
-from .time_domain import _check_wave
+from .time_domain import _check_wave, by_rows
 
 NYQUIST = SAMPLE_RATE / 2
 
@@ -41,6 +41,12 @@ NYQUIST = SAMPLE_RATE / 2
 # ----------------------------------------------------------------------------------------------------------------
 # DS
 # ----------------------------------------------------------------------------------------------------------------
+
+
+#: elements per block of rows for DS on the CPU: the two strided ``conv1d`` calls unfold their input (im2col,
+#: ~28 values per output sample), so the whole 64 × 3 s batch streams ~200 MB through memory; blocks of ~5 rows
+#: stay in cache (measured 149 -> 45 ms for 64 × 3 s on one thread, where 64 single-utterance calls take 60 ms).
+DS_ROW_BLOCK = 1 << 18
 
 
 class DSParams(Params):
@@ -88,11 +94,17 @@ class DS(Defense):
         if self.rate == SAMPLE_RATE:
             return x.clamp(-1.0, 1.0)
         down, up = self._resamplers(x.device, x.dtype)
-        y = up(down(x))
         t = x.shape[-1]
-        if y.shape[-1] < t:
-            y = torch.nn.functional.pad(y, (0, t - y.shape[-1]))
-        return y[..., :t].clamp(-1.0, 1.0)
+
+        def roundtrip(c: torch.Tensor) -> torch.Tensor:
+            y = up(down(c))
+            if y.shape[-1] < t:
+                y = torch.nn.functional.pad(y, (0, t - y.shape[-1]))
+            return y[..., :t].clamp(-1.0, 1.0)
+
+        if x.device.type != "cpu":
+            return roundtrip(x)
+        return by_rows(roundtrip, x, DS_ROW_BLOCK)
 
 
 # ----------------------------------------------------------------------------------------------------------------

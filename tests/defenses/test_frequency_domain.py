@@ -95,6 +95,17 @@ def test_ds_reference():
     assert DS()(high)[..., 500:-500].pow(2).mean() < 0.01 * high.pow(2).mean()
 
 
+def test_ds_row_blocks_do_not_change_results(monkeypatch):
+    from sec4sr_plugins_defenses import frequency_domain
+
+    x = speechlike(5, 3001)
+    for ratio in (0.5, 0.3):
+        whole = DS(ratio=ratio)(x)
+        monkeypatch.setattr(frequency_domain, "DS_ROW_BLOCK", 6002)  # blocks of 2 rows
+        assert torch.allclose(DS(ratio=ratio)(x), whole, atol=1e-7)
+        monkeypatch.undo()
+
+
 @pytest.mark.parametrize("d", [DS(ratio=0.5), LPF(), BPF()], ids=["ds", "lpf", "bpf"])
 def test_gradcheck(d):
     x = (0.3 * speechlike(1, 96).double()).requires_grad_(True)
