@@ -9,11 +9,13 @@ without gradient and used as is).
 Methods:
 
 * ``kmeans`` — batched Lloyd iterations in torch (all utterances at once, a fixed number of iterations, on the
-  input's device). ``distance="l2"`` is the squared Euclidean distance; ``"cos"`` is spherical k-means (frames and
+  input's device; an utterance that reaches a fixed point leaves the batch early, which changes nothing in its
+  result). ``distance="l2"`` is the squared Euclidean distance; ``"cos"`` is spherical k-means (frames and
   centroids normalised, assignment by cosine similarity). Initial centroids are k distinct frames drawn from the
   defense's seeded generator (``init="random"``, the predecessor's behaviour; randomized, attack it with EOT) or
   the trace-segmentation means (``init="ts"``, deterministic). An empty cluster takes the frame farthest from its
-  centroid among clusters with more than one frame, so every utterance has exactly k non-empty clusters.
+  centroid among clusters with more than one frame, so every utterance has exactly k non-empty clusters. (Before
+  2026-11-26 a singleton cluster's frame could be taken too, leaving that cluster empty, when frame 0 was it.)
 * ``warped`` — warped k-means (Leiva & Vidal): k contiguous segments minimising the within-segment squared error.
   Start from trace segmentation (``init="ts"``: equal cumulative frame-to-frame path length per segment) or k-1
   distinct random cuts (``init="random"``). Then move boundaries while the error drops. Instead of moving one
@@ -78,18 +80,21 @@ def _assign(points: torch.Tensor, cent: torch.Tensor, distance: str) -> tuple[to
 
 def _fill_empty(assign: torch.Tensor, dist: torch.Tensor, k: int) -> torch.Tensor:
     """Make every cluster non-empty, deterministically and in one batched step: each non-empty cluster keeps its
-    closest frame; the E empty clusters (in id order) take the E farthest of the other frames (B, F ≥ k)."""
+    closest frame (the first on ties); the E empty clusters (in id order) take the E farthest of the other frames
+    (B, F ≥ k). O(B·F) memory: per-cluster minima by ``scatter_reduce``, no (B, k, F) one-hot."""
     b, f = assign.shape
     counts = torch.zeros(b, k, dtype=torch.long, device=assign.device).scatter_add_(1, assign, torch.ones_like(assign))
     empty = counts == 0  # (B, k)
     if not bool(empty.any()):
         return assign
-    onehot = torch.nn.functional.one_hot(assign, k).transpose(1, 2).bool()  # (B, k, F)
-    masked = torch.where(onehot, dist.unsqueeze(1), torch.full_like(dist.unsqueeze(1), float("inf")))
-    keeper = masked.argmin(dim=2)  # (B, k): closest frame of each cluster (garbage for empty ones)
-    allowed = torch.ones(b, f, dtype=torch.bool, device=assign.device)
-    allowed.scatter_(1, keeper, torch.where(empty, allowed.gather(1, keeper), torch.zeros_like(empty)))
-    score = torch.where(allowed, dist, torch.full_like(dist, -float("inf")))
+    inf = torch.full((b, k), float("inf"), dtype=dist.dtype, device=dist.device)
+    closest = inf.scatter_reduce(1, assign, dist, "amin")  # (B, k); inf for empty clusters
+    frame = torch.arange(f, device=assign.device).expand(b, f)
+    candidate = torch.where(dist == closest.gather(1, assign), frame, torch.full_like(frame, f))
+    keeper = torch.full((b, k), f, dtype=torch.long, device=assign.device).scatter_reduce(1, assign, candidate, "amin")
+    # column f is a dummy that absorbs the empty clusters' keeper (= f), so no two writes ever collide
+    kept = torch.zeros(b, f + 1, dtype=torch.bool, device=assign.device).scatter_(1, keeper, True)[:, :f]
+    score = torch.where(kept, torch.full_like(dist, -float("inf")), dist)
     frames = torch.sort(score, dim=1, descending=True, stable=True).indices[:, :k]  # farthest movable frames
     clusters = torch.sort((~empty).to(torch.int8), dim=1, stable=True).indices  # empty cluster ids first
     take = torch.arange(k, device=assign.device).unsqueeze(0) < empty.sum(dim=1, keepdim=True)
@@ -100,18 +105,26 @@ def kmeans_assign(
     x: torch.Tensor, k: int, iters: int, distance: str, init: torch.Tensor) -> torch.Tensor:
     """Batched Lloyd k-means. ``x`` (B, F, D), ``init`` (B, k, D) initial centroids; returns assignments (B, F).
 
-    Every cluster is non-empty in the result (see :func:`_fill_empty`). Runs without gradient.
+    ``iters`` Lloyd iterations, each: centroids of the (repaired) assignment, then the new assignment. Every cluster
+    is non-empty in the result (see :func:`_fill_empty`). An utterance whose repaired assignment did not change in
+    an iteration has reached a fixed point — every further iteration would reproduce it — so it leaves the batch;
+    the result is that of running all ``iters`` iterations on every utterance. Runs without gradient.
     """
     with torch.no_grad():
         pts = _prepare(x, distance)
-        cent = _prepare(init, distance)
-        assign, dist = _assign(pts, cent, distance)
+        assign = _fill_empty(*_assign(pts, _prepare(init, distance), distance), k)
+        result = assign.clone()
+        active = torch.arange(x.shape[0], device=x.device)
         for _ in range(iters):
-            assign = _fill_empty(assign, dist, k)
-            w = _one_hot_means(assign, k, pts.dtype)
-            cent = w @ pts
-            assign, dist = _assign(pts, cent, distance)
-        return _fill_empty(assign, dist, k)
+            new = _fill_empty(*_assign(pts, _one_hot_means(assign, k, pts.dtype) @ pts, distance), k)
+            moving = (new != assign).any(dim=1)
+            result[active] = new
+            if not bool(moving.all()):
+                if not bool(moving.any()):
+                    break
+                active, pts, new = active[moving], pts[moving], new[moving]
+            assign = new
+        return result
 
 
 # ----------------------------------------------------------------------------------------------------------------

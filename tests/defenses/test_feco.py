@@ -59,6 +59,39 @@ def test_kmeans_matches_plain_and_scipy_reference():
         assert np.array_equal(ours[i].numpy(), sp)
 
 
+def fixed_iterations(x, k, iters, distance, init):
+    """The batched Lloyd loop run for exactly ``iters`` iterations on every utterance (no early exit)."""
+    from sec4sr_plugins_defenses.feco import _assign, _fill_empty, _one_hot_means, _prepare
+
+    pts = _prepare(x, distance)
+    assign, dist = _assign(pts, _prepare(init, distance), distance)
+    for _ in range(iters):
+        assign = _fill_empty(assign, dist, k)
+        assign, dist = _assign(pts, _one_hot_means(assign, k, pts.dtype) @ pts, distance)
+    return _fill_empty(assign, dist, k)
+
+
+@pytest.mark.parametrize("distance", ["l2", "cos"])
+def test_kmeans_early_exit_changes_nothing(distance):
+    g = torch.Generator().manual_seed(4)
+    x = torch.cat([blobs(b=3, f=60, k=6, seed=5).float(),  # converge in a few iterations
+                   torch.randn(3, 60, 4, generator=g).round()])  # duplicates: empty clusters, slow or no convergence
+    k = 20
+    init = x.gather(1, torch.rand(6, 60, generator=g).argsort(1)[:, :k, None].expand(-1, -1, 4))
+    for iters in (0, 1, 3, 20):
+        assert torch.equal(kmeans_assign(x, k, iters, distance, init), fixed_iterations(x, k, iters, distance, init))
+
+
+def test_fill_empty_keeps_every_singleton():
+    from sec4sr_plugins_defenses.feco import _fill_empty
+
+    # frame 0 is the only frame of cluster 0; clusters 2 and 3 are empty and must take frames of cluster 1
+    assign = torch.tensor([[0, 1, 1, 1, 1, 1]])
+    dist = torch.tensor([[9.0, 0.0, 1.0, 5.0, 3.0, 2.0]])
+    out = _fill_empty(assign, dist, 4)
+    assert torch.equal(out, torch.tensor([[0, 1, 1, 2, 3, 1]]))  # the two farthest movable frames, in id order
+
+
 def test_kmeans_cos_reference():
     x = blobs(seed=1)
     k = 4
