@@ -6,7 +6,12 @@
   ``[copy0 of all utterances, copy1, ...]``) through a randomized system and returns the mean loss and the mean of
   the per-draw gradients.
 * :func:`nes_gradient` estimates a gradient from losses only: antithetic Gaussian probes ``x ± σ·u`` plus one
-  zero probe for the current point, ``ĝ = mean_i loss(x+σu_i)·u_i / σ``.
+  zero probe for the current point, ``ĝ = mean_i loss(x+σu_i)·u_i / σ``. The probes ``u`` are white Gaussian
+  noise by default, or drawn by a *sampler* such as :class:`SpectralPrior`.
+* :class:`SpectralPrior` draws probes shaped by the input's own short-time spectrum (random real gains per
+  frame and mel band on its STFT). For a log-mel front-end the loss gradient lies close to that subspace, so at the
+  same query budget the estimate aligns 2–3× better with the true gradient than white probes on speech (measured on
+  GE2E, ``docs/attacks.md``). It needs only the input, not the model: score-based attacks may use it.
 """
 
 from __future__ import annotations
@@ -81,6 +86,71 @@ def eot_loss_and_grad(
     return mean_loss.detach(), grad.detach(), scores.detach().view(draws, b, -1)
 
 
+class SpectralPrior:
+    """NES probe sampler: random real gains on the short-time spectrum of a reference waveform.
+
+    For each probe, ``U`` ~ N(0, 1) of shape (bands, ⌈frames / frames_per_gain⌉) is spread over the STFT bins by a
+    mel filterbank (rows normalised to sum 1) and held for ``frames_per_gain`` frames; the probe is
+    ``istft(STFT(ref) · gain)``, scaled to unit RMS per probe so ``σ`` keeps its meaning (the per-sample standard
+    deviation of a white probe). ``ref`` is the current point of each item, (B, 1, T) or (B, T), on its device.
+    The gradient of a mel-power loss w.r.t. the waveform is ``istft(STFT(x) · G)`` for a real per-frame, per-bin
+    gain ``G`` smooth across each mel band, so these probes concentrate on the directions the model is sensitive
+    to. For a log-mel front-end (``log=True``) the gain of band b is further divided by the band's power
+    ``M_b + floor·max M`` (``d log M_b / dX = 2 w_b X / M_b``), which puts the probes' energy in quiet bands too.
+    """
+
+    def __init__(self, bands: int = 20, frames_per_gain: int = 4, n_fft: int = 400, hop: int = 160,
+                 sample_rate: int = 16000, log: bool = False, floor: float = 1e-6) -> None:
+        if bands < 1 or frames_per_gain < 1 or n_fft < 2 or hop < 1 or hop > n_fft:
+            raise ValueError("SpectralPrior needs bands >= 1, frames_per_gain >= 1 and 1 <= hop <= n_fft")
+        self.bands, self.frames_per_gain, self.n_fft, self.hop, self.sample_rate = (
+            bands, frames_per_gain, n_fft, hop, sample_rate)
+        self.log, self.floor = log, floor
+        self._ref: torch.Tensor | None = None
+        self._spec: torch.Tensor | None = None
+        self._fb: torch.Tensor | None = None
+
+    def _stft(self, w: torch.Tensor) -> torch.Tensor:
+        win = torch.hann_window(self.n_fft, device=w.device, dtype=w.dtype)
+        return torch.stft(w, self.n_fft, self.hop, window=win, return_complex=True)
+
+    def _prepare(self, ref: torch.Tensor) -> torch.Tensor:
+        if self._ref is not ref:
+            import torchaudio
+
+            flat = ref.reshape(ref.shape[0], ref.shape[-1])
+            self._spec = self._stft(flat)  # (B, bins, frames)
+            fb = torchaudio.functional.melscale_fbanks(self.n_fft // 2 + 1, 0.0, self.sample_rate / 2, self.bands,
+                                                       self.sample_rate).to(flat.device, flat.dtype)
+            self._fb = fb / fb.sum(dim=1, keepdim=True).clamp_min(1e-8)  # (bins, bands)
+            self._inv = None
+            if self.log:  # d log M_b / dX_k = 2 w_bk X_k / M_b: weight each band by 1 / (its power + floor)
+                power = self._spec.real.pow(2) + self._spec.imag.pow(2)  # (B, bins, frames)
+                band = torch.matmul(fb.transpose(0, 1), power)  # (B, bands, frames)
+                floor = self.floor * band.flatten(1).amax(dim=1).clamp_min(1e-20).view(-1, 1, 1)
+                self._inv = 1.0 / (band + floor)
+            self._ref = ref
+        assert self._spec is not None
+        return self._spec
+
+    def __call__(self, ref: torch.Tensor, m: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``m`` probes per item: (m, B, ...) shaped like ``ref``."""
+        spec = self._prepare(ref)
+        b, _, frames = spec.shape
+        t = ref.shape[-1]
+        cols = -(-frames // self.frames_per_gain)
+        u = torch.randn((m, b, self.bands, cols), generator=generator, device=ref.device, dtype=ref.dtype)
+        u = u.repeat_interleave(self.frames_per_gain, dim=-1)[..., :frames]
+        if self._inv is not None:
+            u = u * self._inv
+        gain = torch.matmul(self._fb, u)  # (m, B, bins, frames)
+        win = torch.hann_window(self.n_fft, device=ref.device, dtype=ref.dtype)
+        probes = torch.istft((spec.unsqueeze(0) * gain).reshape(m * b, *spec.shape[1:]), self.n_fft, self.hop,
+                             window=win, length=t).view(m, b, t)
+        probes = probes / probes.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(1e-12)
+        return probes.view((m,) + tuple(ref.shape))
+
+
 def nes_gradient(
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -88,12 +158,14 @@ def nes_gradient(
     sigma: float,
     generator: torch.Generator | None = None,
     batch: int | None = None,
+    sampler: Callable[[torch.Tensor, int, torch.Generator | None], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """NES gradient estimate with antithetic sampling.
 
     ``loss_fn(xs)`` gets (m·B, ...) probes in the layout [probe0 of all items, probe1, ...] and returns (m·B,)
     losses. ``samples`` (even) probes are drawn per item, in groups of ``batch`` probes per call (default all at
-    once). Returns ``(grad estimate (B, ...), mean probe loss (B,), loss at x (B,))``.
+    once). ``sampler(x, m, generator)`` draws the probe directions (m, B, ...) (default white Gaussian). Returns
+    ``(grad estimate (B, ...), mean probe loss (B,), loss at x (B,))``.
     """
     if samples < 2 or samples % 2:
         raise ValueError("NES needs an even number of samples >= 2")
@@ -106,7 +178,11 @@ def nes_gradient(
     loss_at_x = None
     with torch.no_grad():
         for start in range(0, samples, batch):
-            half = torch.randn((batch // 2,) + tuple(x.shape), generator=generator, device=x.device, dtype=x.dtype)
+            if sampler is None:
+                half = torch.randn((batch // 2,) + tuple(x.shape), generator=generator, device=x.device,
+                                   dtype=x.dtype)
+            else:
+                half = sampler(x, batch // 2, generator)
             u = torch.cat([half, -half], dim=0)  # (batch, B, ...)
             probes = x.unsqueeze(0) + sigma * u
             if loss_at_x is None:

@@ -15,10 +15,12 @@ bounded, using every utterance of the batch) unless the oracle already carries `
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from pydantic import Field, model_validator
 
-from sec4sr_core.adaptive import nes_gradient
+from sec4sr_core.adaptive import SpectralPrior, nes_gradient
 from sec4sr_core.interfaces import Attack, AttackResult, Knowledge
 from sec4sr_core.losses import success
 from sec4sr_core.params import Params
@@ -41,6 +43,10 @@ class FakeBobParams(Params):
     stop_early: bool = Field(True, description="drop utterances whose loss stopped falling")
     stop_early_iter: int = Field(100, ge=1, description="iterations between early-stop checks")
     max_queries: int | None = Field(None, ge=1, description="query budget per utterance (None = max_iter bound)")
+    prior: Literal["white", "spectral", "spectral-log"] = Field(
+        "white", description="NES probe directions: 'white' Gaussian noise (the published FAKEBOB), or 'spectral' "
+                             "(random gains on the utterance's own short-time spectrum, for mel-power front-ends), or 'spectral-log' "
+                             "(for log-mel front-ends); sec4sr_core.adaptive.SpectralPrior")
     estimate_iter: int = Field(30, ge=0, description="iteration cap of the SV/OSI threshold estimation")
 
     @model_validator(mode="after")
@@ -78,6 +84,7 @@ class FakeBob(Attack):
         active = torch.ones(n, dtype=torch.bool, device=dev)
         all_idx = torch.arange(n, device=dev)
         batch = min(p.samples_batch, p.samples)
+        sampler = None if p.prior == "white" else SpectralPrior(log=p.prior == "spectral-log")
         for it in range(p.max_iter):
             active &= affordable(oracle, p.samples + 2, p.max_queries)  # + 1 probe at x, + 1 final evaluation
             idx = all_idx[active]
@@ -93,7 +100,8 @@ class FakeBob(Attack):
                 seen.setdefault("dec", dec[:k])
                 return loss_fn(scores, ys.repeat(m))
 
-            grad, mean_loss, loss_at = nes_gradient(probe_loss, adv[idx], p.samples, p.sigma, oracle.generator, batch)
+            grad, mean_loss, loss_at = nes_gradient(probe_loss, adv[idx], p.samples, p.sigma, oracle.generator, batch,
+                                                    sampler=sampler)
             dec = seen["dec"]
             ok = success(dec, ys, targeted)
             best.update(adv[idx], loss_at, ok, dec, idx)

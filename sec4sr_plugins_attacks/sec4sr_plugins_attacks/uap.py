@@ -6,6 +6,11 @@ corpus' ``dev`` split, disjoint from the ``test`` utterances attacked), cropped 
 Their labels are the system's own benign decisions (untargeted: move every one away from it) or the target
 (targeted: one perturbation per distinct target). Crafting is PGD on the **sum** of the per-utterance losses:
 ``δ ← clip_{[−ε, ε]}(δ − α·sign(Σ_i ∇ loss(clip(x_i + δ))))``, ``steps`` passes in batches of ``craft_batch``.
+
+With ``period`` P > 0 (default 1600 samples, 0.1 s) δ is a P-sample pattern tiled over the utterance, and every
+crafting batch sees it at a fresh random offset: the perturbation is shift-invariant, so it does not depend on
+where an unseen utterance starts. At ε = 0.002 only this form moved GE2E at all (``docs/attacks.md``): a
+full-length δ (``period=0``) lowered the margins of unseen trials but flipped none.
 A perturbation is cached per (parameters, length, task, target, system fingerprint) within the process, so every
 batch of a study reuses it; the crafting queries are charged, spread evenly, to the first batch's utterances.
 """
@@ -31,10 +36,12 @@ _CACHE: dict[tuple, torch.Tensor] = {}
 class UAPParams(Params):
     epsilon: float = Field(0.002, gt=0, le=1, description="L∞ bound in [-1, 1] amplitude units")
     step_size: float = Field(0.0002, gt=0, description="step α per pass in [-1, 1] amplitude units")
-    steps: int = Field(20, ge=1, description="passes over the crafting set")
+    steps: int = Field(40, ge=1, description="passes over the crafting set")
+    period: int = Field(1600, ge=0, description="length in samples of the tiled, shift-invariant pattern "
+                                                "(0 = one full-length perturbation)")
     craft_dataset: str = Field("embedded", description="dataset spec or folder of the crafting utterances")
     craft_split: str = Field("dev", description="split of the crafting utterances (disjoint from the attacked)")
-    craft_size: int = Field(16, ge=1, description="number of crafting utterances")
+    craft_size: int = Field(32, ge=1, description="number of crafting utterances")
     craft_batch: int = Field(16, ge=1, description="crafting utterances per forward+backward")
     loss: Literal["ce", "margin"] = Field("ce", description="objective; SV/OSI always use the margin loss")
     kappa: float = Field(0.0, ge=0, description="confidence κ of the margin loss (score units)")
@@ -62,18 +69,40 @@ class UAP(Attack):
             raise ParameterError(f"uap: split {p.craft_split!r} of {p.craft_dataset!r} is empty")
         return load_batch([u.path for u in utts], length)
 
-    def craft(self, oracle, xc: torch.Tensor, labels: torch.Tensor, loss_fn) -> torch.Tensor:
-        """The universal δ (1, 1, T) for crafting inputs ``xc`` (N, 1, T) with labels (N,)."""
+    def pattern_length(self, length: int) -> int:
         p = self.params
-        delta = torch.zeros((1,) + tuple(xc.shape[1:]), device=xc.device, dtype=xc.dtype)
+        return length if p.period == 0 or p.period >= length else p.period
+
+    @staticmethod
+    def tile(pattern: torch.Tensor, length: int, offset: int = 0) -> torch.Tensor:
+        """(1, 1, P) pattern repeated to (1, 1, length), starting ``offset`` samples into the pattern."""
+        period = pattern.shape[-1]
+        reps = -(-(length + offset) // period)
+        return pattern.repeat(1, 1, reps)[..., offset:offset + length]
+
+    @staticmethod
+    def fold(grad: torch.Tensor, period: int, offset: int = 0) -> torch.Tensor:
+        """Gradient (1, 1, P) of ``Σ_i <grad_i, tile(pattern, T, offset)>`` w.r.t. the pattern, for grad (N, 1, T)."""
+        g = grad.sum(dim=0, keepdim=True)
+        g = torch.nn.functional.pad(g, (offset, (-(g.shape[-1] + offset)) % period))
+        return g.view(1, 1, -1, period).sum(dim=2)
+
+    def craft(self, oracle, xc: torch.Tensor, labels: torch.Tensor, loss_fn) -> torch.Tensor:
+        """The universal pattern (1, 1, P) for crafting inputs ``xc`` (N, 1, T) with labels (N,)."""
+        p = self.params
+        t = xc.shape[-1]
+        period = self.pattern_length(t)
+        delta = torch.zeros((1, 1, period), device=xc.device, dtype=xc.dtype)
         for _ in range(p.steps):
             total = torch.zeros_like(delta)
             for s in range(0, xc.shape[0], p.craft_batch):
                 chunk = xc[s : s + p.craft_batch]
                 owners = torch.arange(s, s + chunk.shape[0]) % oracle.n
-                _, grad, _, _ = oracle.loss_and_grad((chunk + delta).clamp(-1, 1), loss_fn,
+                shift = 0 if period == t else int(torch.randint(0, period, (1,), generator=oracle.generator,
+                                                                device=oracle.generator.device))
+                _, grad, _, _ = oracle.loss_and_grad((chunk + self.tile(delta, t, shift)).clamp(-1, 1), loss_fn,
                                                      labels[s : s + chunk.shape[0]], owners=owners)
-                total += grad.sum(dim=0, keepdim=True)
+                total += self.fold(grad, period, shift)
             delta = (delta - p.step_size * total.sign()).clamp(-p.epsilon, p.epsilon)
         return delta
 
@@ -99,9 +128,9 @@ class UAP(Attack):
         if targeted:
             stack = torch.cat([deltas[g] for g in goals])
             pick = torch.tensor([goals.index(v) for v in y.tolist()], device=x.device)
-            delta = stack[pick]
+            delta = torch.cat([self.tile(d, x.shape[-1]) for d in stack.split(1)])[pick]
         else:
-            delta = deltas[None]
+            delta = self.tile(deltas[None], x.shape[-1])
         adv = (x + delta).clamp(-1.0, 1.0)
         with torch.no_grad():
             _, dec = oracle.scores_and_decisions(adv)

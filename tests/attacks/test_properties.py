@@ -215,3 +215,31 @@ def test_uap_is_one_perturbation_for_unseen_utterances(toy):
     inner = (r.adv.abs() < 1).all(dim=0)  # samples no utterance clipped
     assert torch.allclose(delta[0, :, inner[0]], delta[1, :, inner[0]], atol=1e-6)
     assert float(delta.abs().max()) <= 0.01 + 1e-6
+
+
+@settings(max_examples=20, deadline=None)
+@given(period=st.integers(1, 40), length=st.integers(1, 100), offset=st.integers(0, 39), n=st.integers(1, 3))
+def test_uap_tiling_and_its_folded_gradient_match_autograd(period, length, offset, n):
+    from sec4sr_plugins_attacks.uap import UAP
+
+    offset %= period
+    pattern = torch.randn(1, 1, period, dtype=torch.float64).requires_grad_(True)
+    tiled = UAP.tile(pattern, length, offset)
+    assert tiled.shape == (1, 1, length)
+    j = torch.arange(length)
+    assert torch.equal(tiled[0, 0], pattern[0, 0, (j + offset) % period])
+    grad = torch.randn(n, 1, length, dtype=torch.float64)
+    (ref,) = torch.autograd.grad((tiled * grad).sum(), pattern)
+    assert torch.allclose(UAP.fold(grad, period, offset), ref)
+
+
+def test_uap_with_a_period_is_periodic_and_bounded(toy):
+    x = speech_like(3, seed=43)
+    with torch.no_grad():
+        y = toy.decide(toy(x))
+    _, _, r = run(toy, "uap", {"steps": 3, "craft_size": 4, "epsilon": 0.01, "period": 50}, x, y)
+    delta = r.adv - x
+    inner = (r.adv.abs() < 1).all(dim=0)[0]
+    keep = inner[:-50] & inner[50:]
+    assert torch.allclose(delta[0, 0, :-50][keep], delta[0, 0, 50:][keep], atol=1e-6)
+    assert float(delta.abs().max()) <= 0.01 + 1e-6 and float(delta.abs().max()) > 0

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sec4sr_core.adaptive import BPDA, eot_loss_and_grad, nes_gradient, repeat_batch
+from sec4sr_core.adaptive import BPDA, SpectralPrior, eot_loss_and_grad, nes_gradient, repeat_batch
 from sec4sr_core.errors import KnowledgeError, ParameterError, Sec4srError
 from sec4sr_core.interfaces import REJECT, Defense, Knowledge, Task
 from sec4sr_core.oracle import DecisionOracle, ScoreOracle, WhiteBoxOracle, make_oracle
@@ -247,6 +247,57 @@ def test_nes_is_deterministic_under_its_generator_and_validates_samples():
     for samples, batch in [(3, None), (0, None), (8, 3), (8, 6)]:
         with pytest.raises(ValueError):
             nes_gradient(f, x, samples, 0.1, batch=batch)
+
+
+def _speechlike(b: int, t: int, seed: int) -> torch.Tensor:
+    """Bursty harmonic waveforms (B, 1, T): voiced segments of different pitch separated by near-silence."""
+    g = torch.Generator().manual_seed(seed)
+    n = torch.arange(t, dtype=torch.float64) / 16000
+    f0 = 100 + 150 * torch.rand(b, 1, generator=g, dtype=torch.float64)
+    voiced = sum(torch.sin(2 * torch.pi * k * f0 * n) / k for k in range(1, 8))
+    env = (torch.sin(2 * torch.pi * 3 * n + 6 * torch.rand(b, 1, generator=g, dtype=torch.float64)) > 0).double()
+    return (0.1 * voiced * (0.02 + env)).unsqueeze(1)
+
+
+def test_spectral_prior_probes_shape_scale_determinism_and_validation():
+    x = _speechlike(3, 4000, 0)
+    prior = SpectralPrior()
+    a = prior(x, 5, torch.Generator().manual_seed(2))
+    b = prior(x, 5, torch.Generator().manual_seed(2))
+    c = prior(x, 5, torch.Generator().manual_seed(3))
+    assert a.shape == (5, 3, 1, 4000) and a.dtype == x.dtype
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.allclose(a.pow(2).mean(dim=-1), torch.ones(5, 3, 1, dtype=x.dtype))  # unit RMS per probe
+    # the probes follow the signal: (almost) no energy where the reference is near-silent
+    quiet = (x.abs() < 0.01).expand_as(a)
+    assert a[quiet].pow(2).mean() < 0.05 * a[~quiet].pow(2).mean()
+    for bad in [dict(bands=0), dict(frames_per_gain=0), dict(hop=500)]:
+        with pytest.raises(ValueError):
+            SpectralPrior(**bad)
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_nes_with_the_spectral_prior_beats_white_probes_on_a_mel_loss(log):
+    """A mel-power loss has the gradient istft(STFT(x)·G), a log-mel loss istft(STFT(x)·G/M): at the same budget
+    the matching spectral probes align better with it than white ones."""
+    import torchaudio
+
+    x = _speechlike(4, 8000, 1)
+    mel = torchaudio.transforms.MelSpectrogram(16000, n_fft=400, hop_length=160, n_mels=40).double()
+    w = torch.randn(40, 51, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+
+    def loss(xs: torch.Tensor) -> torch.Tensor:
+        m = mel(xs[:, 0])
+        return ((torch.log(m + 1e-6) if log else m) * w).flatten(1).sum(dim=1)
+
+    xg = x.clone().requires_grad_(True)
+    (true,) = torch.autograd.grad(loss(xg).sum(), xg)
+    cos = {}
+    for name, sampler in [("white", None), ("spectral", SpectralPrior(log=log))]:
+        est, _, _ = nes_gradient(loss, x, 40, 1e-4, generator=torch.Generator().manual_seed(0), sampler=sampler)
+        cos[name] = _cos(est, true)
+    assert bool((cos["spectral"] > 0).all()), cos
+    assert float(cos["spectral"].mean()) > 2 * float(cos["white"].mean()), cos
 
 
 # ----------------------------------------------------------------------------------------------------------------------
