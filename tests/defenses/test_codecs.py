@@ -78,6 +78,56 @@ def test_each_utterance_is_independent_of_the_batch(clean):
     assert torch.equal(d(clean[1:]), both[1:])
 
 
+@pytest.mark.parametrize("spec", SPECS)
+def test_grouped_processes_equal_one_process_pair_per_utterance(spec, clean):
+    """Several utterances per ffmpeg process (each its own encoder/decoder instance) give bit-identical output to
+    the sequential per-utterance round trip (encode, then decode, one process each)."""
+    d = build(spec)
+    x = torch.cat([clean, clean.flip(-1) * 0.5, clean * 0.2])  # 6 different utterances
+    fmt = d.codec_format()
+    enc_bin, dec_bin = codecs.find_binaries(fmt.encoder, fmt.decoders)
+    delay = codecs.measure_delay(fmt, enc_bin, dec_bin)
+    enc, dec = codecs._commands(fmt, d.codec_options(), enc_bin, dec_bin)
+    data = x[:, 0].numpy()
+    ref = [np.clip(codecs._roundtrip(u, enc, dec, delay, abs(delay) + 4096, "u"), -1, 1) for u in data]
+    for workers in (1, 2, 4):  # groups of 6, 3 and 2 utterances
+        y = codecs.codec_batch(x, fmt, d.codec_options(), spec, workers=workers)
+        assert all(np.array_equal(y[i, 0].numpy(), ref[i]) for i in range(len(ref))), workers
+
+
+def test_groups_split_large_batches_and_leak_no_fds(monkeypatch, clean):
+    import os
+
+    d = build("mp3-c")
+    ref = d(clean)
+    monkeypatch.setattr(codecs, "MAX_GROUP", 1)  # one utterance per process pair
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        assert torch.equal(d(clean), ref)
+    opus = build("opus")
+    with pytest.raises(CodecError):  # failing groups, then the fallback
+        codecs.codec_batch(clean, opus.codec_format(), {"b:a": 16000, "frame_duration": 7}, "opus")
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_failing_group_is_retried_one_by_one_and_names_the_utterance(monkeypatch, clean):
+    d = build("opus")
+    x = torch.cat([clean, clean * 0.5])
+    ref = d(x)
+    monkeypatch.setattr(codecs, "_group_roundtrip", lambda *a, **k: None)  # every group fails
+    assert torch.equal(d(x), ref)  # the per-utterance fallback gives the same result
+    real = codecs._roundtrip
+
+    def fail_third(samples, enc, dec, delay, pad, what):
+        if what.endswith("utterance 2 of the batch"):
+            raise CodecError(f"{what} (encoding): ffmpeg exited with 1: boom")
+        return real(samples, enc, dec, delay, pad, what)
+
+    monkeypatch.setattr(codecs, "_roundtrip", fail_third)
+    with pytest.raises(CodecError, match=r"opus: utterance 2 of the batch \(encoding\)"):
+        d(x)
+
+
 def test_short_and_silent_inputs():
     d = build("aac-c")
     for t in (1, 50, 1000):
