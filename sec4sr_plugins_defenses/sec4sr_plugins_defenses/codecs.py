@@ -412,7 +412,8 @@ def _group_roundtrip(streams: list[bytes], enc_cmd: list, dec_cmd: list, timeout
 
 
 def _probe(n: int = SAMPLE_RATE) -> np.ndarray:
-    """A deterministic, speech-like, aperiodic probe (jittered glottal pulses + noise through a resonance, 200-3400 Hz)."""
+    """A deterministic, speech-like, aperiodic probe (jittered glottal pulses + noise through a resonance,
+    200-3400 Hz)."""
     from scipy import signal
 
     rng = np.random.default_rng(1234)
