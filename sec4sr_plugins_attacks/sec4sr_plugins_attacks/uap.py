@@ -5,7 +5,8 @@ The crafting set is ``craft_size`` utterances of ``craft_split`` of ``craft_data
 corpus' ``dev`` split, disjoint from the ``test`` utterances attacked), cropped or padded to the attacked length.
 Their labels are the system's own benign decisions (untargeted: move every one away from it) or the target
 (targeted: one perturbation per distinct target). Crafting is PGD on the **sum** of the per-utterance losses:
-``δ ← clip_{[−ε, ε]}(δ − α·sign(Σ_i ∇ loss(clip(x_i + δ))))``, ``steps`` passes in batches of ``craft_batch``.
+``δ ← clip_{[−ε, ε]}(δ − α·sign(Σ_i ∇ max(loss(clip(x_i + δ)), −s)))``, ``steps`` passes in batches of
+``craft_batch``; the margin loss saturates at ``−s`` (``saturation``) so utterances already moved stop steering δ.
 
 With ``period`` P > 0 (default 1600 samples, 0.1 s) δ is a P-sample pattern tiled over the utterance, and every
 crafting batch sees it at a fresh random offset: the perturbation is shift-invariant, so it does not depend on
@@ -43,7 +44,10 @@ class UAPParams(Params):
     craft_split: str = Field("dev", description="split of the crafting utterances (disjoint from the attacked)")
     craft_size: int = Field(32, ge=1, description="number of crafting utterances")
     craft_batch: int = Field(16, ge=1, description="crafting utterances per forward+backward")
-    loss: Literal["ce", "margin"] = Field("ce", description="objective; SV/OSI always use the margin loss")
+    loss: Literal["ce", "margin"] = Field("margin", description="objective; SV/OSI always use the margin loss")
+    saturation: float = Field(0.05, ge=0, description="margin loss only: crafting stops pushing an utterance once its "
+                                                      "loss is below −saturation, so the pattern serves the "
+                                                      "utterances it has not moved yet")
     kappa: float = Field(0.0, ge=0, description="confidence κ of the margin loss (score units)")
 
 
@@ -112,6 +116,10 @@ class UAP(Attack):
         y = y.to(oracle.device).long()
         check_labels(oracle, y, targeted)
         loss_fn = objective(oracle, p.loss, targeted, p.kappa)
+        craft_loss = loss_fn
+        if p.loss == "margin" or oracle.task.has_threshold:
+            def craft_loss(scores, labels):
+                return loss_fn(scores, labels).clamp(min=-p.saturation)
         xc = self.crafting_set(x.shape[-1]).to(x.device)
         owners = torch.arange(xc.shape[0]) % oracle.n
         scores_c, dec_c = oracle.scores_and_decisions(xc, owners=owners)
@@ -123,7 +131,7 @@ class UAP(Attack):
             key = base + (g,)
             if key not in _CACHE:
                 labels = dec_c if g is None else torch.full_like(dec_c, g)
-                _CACHE[key] = self.craft(oracle, xc, labels, loss_fn).detach()
+                _CACHE[key] = self.craft(oracle, xc, labels, craft_loss).detach()
             deltas[g] = _CACHE[key]
         if targeted:
             stack = torch.cat([deltas[g] for g in goals])
