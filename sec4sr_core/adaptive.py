@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch import nn
@@ -108,7 +108,8 @@ class SpectralPrior:
         self.log, self.floor = log, floor
         self._ref: torch.Tensor | None = None
         self._spec: torch.Tensor | None = None
-        self._fb: torch.Tensor | None = None
+        self._fb: torch.Tensor | None = None  # (bins, bands), rows normalised; built once per device and dtype
+        self._inv: torch.Tensor | None = None
 
     def _stft(self, w: torch.Tensor) -> torch.Tensor:
         win = torch.hann_window(self.n_fft, device=w.device, dtype=w.dtype)
@@ -120,13 +121,15 @@ class SpectralPrior:
 
             flat = ref.reshape(ref.shape[0], ref.shape[-1])
             self._spec = self._stft(flat)  # (B, bins, frames)
-            fb = torchaudio.functional.melscale_fbanks(self.n_fft // 2 + 1, 0.0, self.sample_rate / 2, self.bands,
-                                                       self.sample_rate).to(flat.device, flat.dtype)
-            self._fb = fb / fb.sum(dim=1, keepdim=True).clamp_min(1e-8)  # (bins, bands)
+            if self._fb is None or self._fb.device != flat.device or self._fb.dtype != flat.dtype:
+                self._mel = torchaudio.functional.melscale_fbanks(
+                    self.n_fft // 2 + 1, 0.0, self.sample_rate / 2, self.bands, self.sample_rate
+                ).to(flat.device, flat.dtype)
+                self._fb = self._mel / self._mel.sum(dim=1, keepdim=True).clamp_min(1e-8)
             self._inv = None
             if self.log:  # d log M_b / dX_k = 2 w_bk X_k / M_b: weight each band by 1 / (its power + floor)
                 power = self._spec.real.pow(2) + self._spec.imag.pow(2)  # (B, bins, frames)
-                band = torch.matmul(fb.transpose(0, 1), power)  # (B, bands, frames)
+                band = torch.matmul(self._mel.transpose(0, 1), power)  # (B, bands, frames)
                 floor = self.floor * band.flatten(1).amax(dim=1).clamp_min(1e-20).view(-1, 1, 1)
                 self._inv = 1.0 / (band + floor)
             self._ref = ref
@@ -149,6 +152,22 @@ class SpectralPrior:
                              window=win, length=t).view(m, b, t)
         probes = probes / probes.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(1e-12)
         return probes.view((m,) + tuple(ref.shape))
+
+
+#: NES probe directions an attack can choose (see :func:`probe_sampler`)
+NESPrior = Literal["white", "spectral", "spectral-log"]
+NES_PRIOR_HELP = ("NES probe directions: 'white' Gaussian noise, 'spectral' (random gains on the utterance's own "
+                  "short-time spectrum, for mel-power front-ends such as GE2E) or 'spectral-log' (the same, weighted "
+                  "for log-mel front-ends); sec4sr_core.adaptive.SpectralPrior")
+
+
+def probe_sampler(prior: str) -> SpectralPrior | None:
+    """The ``sampler`` of :func:`nes_gradient` for a :data:`NESPrior` name (None = white Gaussian probes)."""
+    if prior == "white":
+        return None
+    if prior not in ("spectral", "spectral-log"):
+        raise ValueError(f"unknown NES prior {prior!r}: 'white', 'spectral' or 'spectral-log'")
+    return SpectralPrior(log=prior == "spectral-log")
 
 
 def nes_gradient(

@@ -15,12 +15,10 @@ bounded, using every utterance of the batch) unless the oracle already carries `
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from pydantic import Field, model_validator
 
-from sec4sr_core.adaptive import SpectralPrior, nes_gradient
+from sec4sr_core.adaptive import NES_PRIOR_HELP, NESPrior, nes_gradient, probe_sampler
 from sec4sr_core.interfaces import Attack, AttackResult, Knowledge
 from sec4sr_core.losses import success
 from sec4sr_core.params import Params
@@ -43,10 +41,7 @@ class FakeBobParams(Params):
     stop_early: bool = Field(True, description="drop utterances whose loss stopped falling")
     stop_early_iter: int = Field(100, ge=1, description="iterations between early-stop checks")
     max_queries: int | None = Field(None, ge=1, description="query budget per utterance (None = max_iter bound)")
-    prior: Literal["white", "spectral", "spectral-log"] = Field(
-        "white", description="NES probe directions: 'white' Gaussian noise (the published FAKEBOB), or 'spectral' "
-                             "(random gains on the utterance's own short-time spectrum, for mel-power front-ends), or 'spectral-log' "
-                             "(for log-mel front-ends); sec4sr_core.adaptive.SpectralPrior")
+    prior: NESPrior = Field("white", description=NES_PRIOR_HELP + " ('white' is the published FAKEBOB)")
     estimate_iter: int = Field(30, ge=0, description="iteration cap of the SV/OSI threshold estimation")
 
     @model_validator(mode="after")
@@ -84,7 +79,7 @@ class FakeBob(Attack):
         active = torch.ones(n, dtype=torch.bool, device=dev)
         all_idx = torch.arange(n, device=dev)
         batch = min(p.samples_batch, p.samples)
-        sampler = None if p.prior == "white" else SpectralPrior(log=p.prior == "spectral-log")
+        sampler = probe_sampler(p.prior)
         for it in range(p.max_iter):
             active &= affordable(oracle, p.samples + 2, p.max_queries)  # + 1 probe at x, + 1 final evaluation
             idx = all_idx[active]

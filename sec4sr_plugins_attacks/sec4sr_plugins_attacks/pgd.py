@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from sec4sr_core.adaptive import SpectralPrior, nes_gradient
+from sec4sr_core.adaptive import NES_PRIOR_HELP, NESPrior, nes_gradient, probe_sampler
 from sec4sr_core.interfaces import Attack, AttackResult, Knowledge
 from sec4sr_core.losses import success
 from sec4sr_core.params import Params
@@ -153,16 +153,13 @@ class CWInf(PGD):
 
 class PGDNESParams(PGDParams):
     step_size: float = Field(0.0002, gt=0, description="step α per iteration in [-1, 1] amplitude units "
-                                                      "(L∞: per sample; L2: whole utterance)")
+                                                      "(L∞: per sample; L2: length of the step)")
     steps: int = Field(100, ge=1, description="iterations per restart ((samples + 1) queries each)")
     samples: int = Field(50, ge=2, multiple_of=2, description="NES probes per gradient estimate (antithetic pairs)")
     sigma: float = Field(0.001, gt=0, description="NES probe standard deviation in [-1, 1] amplitude units")
     samples_batch: int = Field(50, ge=2, multiple_of=2,
                                description="probes per utterance per oracle call (divides samples)")
-    prior: Literal["white", "spectral", "spectral-log"] = Field(
-        "spectral", description="NES probe directions: 'white' Gaussian noise, or 'spectral' (random gains on the "
-                                "utterance's own short-time spectrum, for mel-power front-ends such as GE2E), or 'spectral-log' (the same "
-                                "weighted for log-mel front-ends); sec4sr_core.adaptive.SpectralPrior")
+    prior: NESPrior = Field("spectral", description=NES_PRIOR_HELP)
     momentum: float = Field(0.9, ge=0, lt=1, description="the step follows g ← μ·g + (1 − μ)·ĝ: averaging the noisy "
                                                         "NES estimates over steps (0 = plain PGD on each estimate)")
 
@@ -182,6 +179,7 @@ class PGDNES(PGD):
 
     def prepare(self, oracle, x) -> None:
         ensure_threshold(oracle, x, self.params.epsilon)
+        self._sampler = probe_sampler(self.params.prior)  # one per run: its mel filterbank is built once
 
     def start(self, p, x, generator):
         self._avg = None  # the momentum buffer restarts with every restart
@@ -199,9 +197,8 @@ class PGDNES(PGD):
                 seen["dec"] = dec[:k]
             return loss_fn(scores, y.repeat(m))
 
-        sampler = None if p.prior == "white" else SpectralPrior(log=p.prior == "spectral-log")
         grad, _, loss_at_x = nes_gradient(probe_loss, adv, p.samples, p.sigma, oracle.generator,
-                                          batch=min(p.samples_batch, p.samples), sampler=sampler)
+                                          batch=min(p.samples_batch, p.samples), sampler=self._sampler)
         if p.momentum and self._avg is not None:
             grad = p.momentum * self._avg + (1 - p.momentum) * grad
         self._avg = grad

@@ -134,9 +134,8 @@ class UAP(Attack):
                 _CACHE[key] = self.craft(oracle, xc, labels, craft_loss).detach()
             deltas[g] = _CACHE[key]
         if targeted:
-            stack = torch.cat([deltas[g] for g in goals])
             pick = torch.tensor([goals.index(v) for v in y.tolist()], device=x.device)
-            delta = torch.cat([self.tile(d, x.shape[-1]) for d in stack.split(1)])[pick]
+            delta = torch.cat([self.tile(deltas[g], x.shape[-1]) for g in goals])[pick]
         else:
             delta = self.tile(deltas[None], x.shape[-1])
         adv = (x + delta).clamp(-1.0, 1.0)

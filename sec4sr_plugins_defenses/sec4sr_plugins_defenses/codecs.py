@@ -253,7 +253,7 @@ def _padded(samples: np.ndarray, delay: int, pad: int) -> bytes:
 def _aligned(decoded: bytes, delay: int, t: int, what: str) -> np.ndarray:
     """The ``t`` decoded samples aligned with the input (raises :class:`CodecError` when the stream is short)."""
     out = np.frombuffer(decoded, dtype=np.float32)
-    start = max(0, delay) + max(0, -delay)
+    start = abs(delay)  # a positive delay is skipped; a negative one was prepended as zeros (:func:`_padded`)
     if out.shape[0] < start + t:
         raise CodecError(
             f"{what}: decoded {out.shape[0]} samples, fewer than the {start + t} needed to cover the input"

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sec4sr_core.adaptive import BPDA, SpectralPrior, eot_loss_and_grad, nes_gradient, repeat_batch
+from sec4sr_core.adaptive import BPDA, SpectralPrior, eot_loss_and_grad, nes_gradient, probe_sampler, repeat_batch
 from sec4sr_core.errors import KnowledgeError, ParameterError, Sec4srError
 from sec4sr_core.interfaces import REJECT, Defense, Knowledge, Task
 from sec4sr_core.oracle import DecisionOracle, ScoreOracle, WhiteBoxOracle, make_oracle
@@ -274,6 +274,10 @@ def test_spectral_prior_probes_shape_scale_determinism_and_validation():
     for bad in [dict(bands=0), dict(frames_per_gain=0), dict(hop=500)]:
         with pytest.raises(ValueError):
             SpectralPrior(**bad)
+    assert probe_sampler("white") is None
+    assert probe_sampler("spectral").log is False and probe_sampler("spectral-log").log is True
+    with pytest.raises(ValueError):
+        probe_sampler("pink")
 
 
 @pytest.mark.parametrize("log", [False, True])
