@@ -22,9 +22,9 @@ import time
 import torch
 
 import sec4sr_core as sec4sr
-from sec4sr_core.audio import load_batch
-from sec4sr_core.losses import margin_loss
-from sec4sr_core.runner import Study, StudyConfig
+from sec4sr_core.sdk.audio import load_batch
+from sec4sr_core.sdk.losses import margin_loss
+from sec4sr_core.study.runner import Study, StudyConfig
 
 
 def main(argv: list[str] | None = None) -> int:

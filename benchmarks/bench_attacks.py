@@ -45,11 +45,11 @@ def main() -> None:
     args = ap.parse_args()
 
     import sec4sr_core
-    from sec4sr_core.audio import load_batch
-    from sec4sr_core.enroll import task_trials
-    from sec4sr_core.losses import resolve_loss
-    from sec4sr_core.oracle import make_oracle
-    from sec4sr_core.runner import resolve_dataset
+    from sec4sr_core.sdk.audio import load_batch
+    from sec4sr_core.compose.enroll import task_trials
+    from sec4sr_core.sdk.losses import resolve_loss
+    from sec4sr_core.sdk.oracle import make_oracle
+    from sec4sr_core.compose.factories import resolve_dataset
 
     system = sec4sr_core.load_system("ge2e", task="csi-e", device=args.device)
     trials = task_trials("csi-e", resolve_dataset("embedded"), system.speakers, seed=0, limit=args.batch)

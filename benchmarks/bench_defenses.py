@@ -63,7 +63,7 @@ SR = 16000
 
 def speech_batch(b: int, seconds: float, seed: int = 0) -> torch.Tensor:
     """Real speech from the embedded corpus, cut/looped to ``seconds``, (B, 1, T) float32."""
-    from sec4sr_core.audio import load_audio
+    from sec4sr_core.sdk.audio import load_audio
 
     root = Path(sec4sr.__file__).parent / "data" / "embedded" / "audio"
     files = sorted(root.glob("*/*.flac"))

@@ -32,8 +32,8 @@ def main() -> None:
     import ray
     import torch
 
-    from sec4sr_core.executors import LocalExecutor, RayExecutor
-    from sec4sr_core.runner import Study, StudyConfig
+    from sec4sr_core.study.executors import LocalExecutor, RayExecutor
+    from sec4sr_core.study.runner import Study, StudyConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ray-"))
 

@@ -23,9 +23,9 @@ import traceback
 
 import torch
 
-from sec4sr_core.errors import NotTrainedError
-from sec4sr_core.plugins import get_registry
-from sec4sr_core.store_models import home
+from sec4sr_core.base.errors import NotTrainedError
+from sec4sr_core.plugins.manager import get_registry
+from sec4sr_core.sdk.modelstore import home
 
 
 def sync(device: str) -> None:
@@ -121,8 +121,8 @@ def main() -> int:
 
     @section("training", results)
     def _training():
-        from sec4sr_core.runner import resolve_dataset
-        from sec4sr_core.training import TrainConfig, train
+        from sec4sr_core.compose.factories import resolve_dataset
+        from sec4sr_core.study.training import TrainConfig, train
 
         m = reg.build("model", "audionet")
         t0 = time.perf_counter()
@@ -167,11 +167,11 @@ def main() -> int:
     @section("attacks", results)
     def _attacks():
         import sec4sr_core as s4
-        from sec4sr_core.audio import load_batch
-        from sec4sr_core.enroll import task_trials
-        from sec4sr_core.oracle import make_oracle
-        from sec4sr_core.runner import resolve_dataset
-        from sec4sr_core.system import as_defended
+        from sec4sr_core.sdk.audio import load_batch
+        from sec4sr_core.compose.enroll import task_trials
+        from sec4sr_core.sdk.oracle import make_oracle
+        from sec4sr_core.compose.factories import resolve_dataset
+        from sec4sr_core.sdk.system import as_defended
 
         system = s4.load_system("ge2e", task="csi-e", device=dev)
         ds = resolve_dataset("embedded")
@@ -209,7 +209,7 @@ def main() -> int:
                               "s": round(time.perf_counter() - t0, 2)}
         # EOT: 8 draws in one batch vs 8 sequential single draws, through AT
         defended = s4.defend(system, "at:snr=30")
-        from sec4sr_core.losses import margin_loss
+        from sec4sr_core.sdk.losses import margin_loss
 
         def loss_fn(sc, yy):
             return margin_loss(sc, yy, "csi-e")

@@ -40,8 +40,8 @@ log = logging.getLogger("mkdocs.plugins.sec4sr_reference")
 
 def collect() -> list[dict[str, Any]]:
     """Every registered component as ``sec4sr list --json`` prints it (same code path, same order)."""
-    from sec4sr_core.plugins import get_registry
-    from sec4sr_core.registry import KINDS
+    from sec4sr_core.plugins.manager import get_registry
+    from sec4sr_core.plugins.registry import KINDS
 
     reg = get_registry()
     return [reg.entries[k][n].as_dict() for k in KINDS for n in reg.names(k)]
@@ -176,10 +176,10 @@ def render_cli() -> str:
 
 
 def render_study_config() -> str:
-    from sec4sr_core.runner import StudyConfig
+    from sec4sr_core.study.runner import StudyConfig
 
     lines = ["# Study config", "",
-             "*Generated from `sec4sr_core.runner.StudyConfig`.* A study is a TOML file of these keys "
+             "*Generated from `sec4sr_core.study.runner.StudyConfig`.* A study is a TOML file of these keys "
              "(`sec4sr run study.toml`); every command-line flag of `sec4sr run` overrides the key of the same name.",
              "", "| key | type | default | description |", "|---|---|---|---|"]
     schema = StudyConfig.model_json_schema()
@@ -202,10 +202,10 @@ def render_study_config() -> str:
 
 
 def render_results() -> str:
-    from sec4sr_core import store
+    from sec4sr_core.study import store
 
     lines = ["# Result store", "",
-             "*Generated from `sec4sr_core.store.SCHEMA`.* Every study writes `<out>/results.sqlite`; one row per "
+             "*Generated from `sec4sr_core.study.store.SCHEMA`.* Every study writes `<out>/results.sqlite`; one row per "
              "(system, task, defense, attack, setting, utterance). Benign evaluations have `attack = ''` and "
              "`setting = 'benign'`. JSON columns hold JSON text.", ""]
     for table, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\);", store.SCHEMA, re.S):
@@ -284,7 +284,7 @@ def on_files(files: Any, config: Any) -> Any:
     from mkdocs.exceptions import PluginError
     from mkdocs.structure.files import File
 
-    from sec4sr_core.errors import Sec4srError
+    from sec4sr_core.base.errors import Sec4srError
 
     try:
         items = collect()

@@ -1,4 +1,4 @@
-"""sec4sr core: interfaces, plugin manager, composition (defense chains, BPDA, EOT, NES), runner, store and CLI.
+"""sec4sr: evaluate adversarial attacks and defenses on speaker-recognition systems.
 
 From Python, as easily as torchattacks::
 
@@ -7,61 +7,44 @@ From Python, as easily as torchattacks::
     pgd = sec4sr.attack("pgd", epsilon=0.002, steps=10)
     adv = pgd(system, x, y)                                 # x (B, 1, T) in [-1, 1]
     defended = sec4sr.defend(system, "qt:q=512")
+
+The package is layered (``docs/architecture.md``): ``base`` → ``sdk`` (what plugins import) → ``builtins`` (the
+core's own plugin) → ``plugins`` (manager, registry) → ``compose`` (systems from specs, enrollment) → ``study``
+(config, runs, rows, store) → ``report`` → ``cli``. This module is the public façade over them; its names load lazily, so ``import sec4sr_core``
+costs no torch import until a torch-backed name is used.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
-
-from .errors import Sec4srError
-from .hookspecs import hookimpl
-from .interfaces import REJECT, SAMPLE_RATE, Attack, AttackResult, Dataset, Defense, Knowledge, Metric, SpeakerModel, Task
-from .params import Params
-from .registry import Preset
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "REJECT", "SAMPLE_RATE", "Attack", "AttackResult", "Dataset", "Defense", "Knowledge", "Metric", "Params",
-    "Preset", "Sec4srError", "SpeakerModel", "Task", "attack", "defend", "defense", "hookimpl", "load_system",
-    "registry",
-]
+#: public name -> module that defines it
+_NAMES = {
+    "REJECT": "sec4sr_core.base.types", "SAMPLE_RATE": "sec4sr_core.base.types", "Knowledge": "sec4sr_core.base.types",
+    "Task": "sec4sr_core.base.types", "Utterance": "sec4sr_core.base.types",
+    "Sec4srError": "sec4sr_core.base.errors", "Params": "sec4sr_core.base.params", "Preset": "sec4sr_core.base.presets",
+    "hookimpl": "sec4sr_core.base.hookspecs",
+    "Attack": "sec4sr_core.sdk.attack", "AttackResult": "sec4sr_core.sdk.attack",
+    "Dataset": "sec4sr_core.sdk.interfaces", "Defense": "sec4sr_core.sdk.interfaces",
+    "Metric": "sec4sr_core.sdk.interfaces", "SpeakerModel": "sec4sr_core.sdk.interfaces",
+    "registry": "sec4sr_core.api", "attack": "sec4sr_core.api", "defense": "sec4sr_core.api",
+    "defend": "sec4sr_core.api", "load_system": "sec4sr_core.api",
+}
+
+__all__ = sorted(_NAMES)
 
 
-def registry():
-    """The registry of every loaded plugin's components."""
-    from .plugins import get_registry
-
-    return get_registry()
-
-
-def attack(spec: str, **params: Any) -> Attack:
-    """An attack by name or preset, e.g. ``attack("pgd", epsilon=0.002)`` or ``attack("pgd-10")``."""
-    return registry().build("attack", spec, **params)
+def __getattr__(name: str) -> Any:
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sec4sr_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
-def defense(spec: str, **params: Any) -> Defense:
-    """A defense by name or preset, e.g. ``defense("qt", q=512)``."""
-    return registry().build("defense", spec, **params)
-
-
-def defend(system: Any, chain: str, order: str = "sequential"):
-    """``system`` behind a defense chain spec such as ``"qt:q=512+at:snr=30"``."""
-    from .runner import build_defenses
-    from .system import DefendedSystem, SpeakerSystem
-
-    base = system.system if isinstance(system, DefendedSystem) else system
-    if not isinstance(base, SpeakerSystem):
-        raise TypeError("defend() needs a SpeakerSystem")
-    return DefendedSystem(base, build_defenses(chain), order)
-
-
-def load_system(model: str = "ge2e", task: str = "csi-e", dataset: str = "embedded", device: str = "cpu",
-                threshold: float | None = None):
-    """An enrolled system ready to attack (enrollment and thresholds come from the model store)."""
-    from .enroll import build_system
-    from .runner import load_model, resolve_dataset
-
-    m = load_model(model, device)
-    system, _ = build_system(m, task, resolve_dataset(dataset), threshold=threshold)
-    return system
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_NAMES))

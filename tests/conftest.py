@@ -37,7 +37,7 @@ def ge2e_system():
 
 @pytest.fixture(scope="session")
 def embedded():
-    from sec4sr_core.runner import resolve_dataset
+    from sec4sr_core.compose.factories import resolve_dataset
 
     return resolve_dataset("embedded")
 
@@ -45,8 +45,8 @@ def embedded():
 @pytest.fixture(scope="session")
 def test_batch(ge2e_system, embedded):
     """Eight CSI-E test utterances (B, 1, 48000) with their labels."""
-    from sec4sr_core.audio import load_batch
-    from sec4sr_core.enroll import task_trials
+    from sec4sr_core.sdk.audio import load_batch
+    from sec4sr_core.compose.enroll import task_trials
 
     trials = task_trials("csi-e", embedded, ge2e_system.speakers, seed=0, limit=8)
     return load_batch([u.path for u in trials.utterances], 48000), trials.labels

@@ -11,66 +11,28 @@ import csv
 import io
 from pathlib import Path
 
-from ..errors import Sec4srError
-from .tables import StudyData, Table, load_study, study_tables
+from sec4sr_core.base.errors import Sec4srError
+from sec4sr_core.report.figures import heatmaps, sweep_png
+from sec4sr_core.report.html import render_html
+from sec4sr_core.report.tables import (StudyData, Table, cells_table, load_studies, load_study, study_ids,
+                                       study_tables, study_title)
 
 FORMATS = ("md", "html", "csv")
 
-__all__ = ["FORMATS", "StudyData", "Table", "heatmaps", "load_study", "render", "study_tables", "write_report"]
+__all__ = ["FORMATS", "StudyData", "Table", "heatmaps", "load_studies", "load_study", "render", "study_ids",
+           "study_tables", "study_title", "sweep_png", "write_report"]
 
 
-def heatmaps(data: StudyData) -> list[tuple[str, bytes]]:
-    """(title, PNG) heat maps of A_a over defenses × attacks, one per system (both settings side by side)."""
-    from .plots import heatmap
-    from .tables import _cell
-
-    out = []
-    cfg = data.config
-    rows = [r["label"] for r in data.defense_rows]
-    multi = len(cfg.settings) > 1
-    for sysdoc in data.summary["systems"]:
-        cols, values = [], []
-        for a in cfg.attacks:
-            for st in cfg.settings:
-                cols.append(f"{a} ({'A' if st == 'adaptive' else 'NA'})" if multi else a)
-        for d in rows:
-            line = []
-            for a in cfg.attacks:
-                for st in cfg.settings:
-                    c = _cell(data.summary["results"], sysdoc["system"], sysdoc["task"], d, a, st)
-                    line.append(c["adversarial_accuracy"] if c and c["n"] else None)
-            values.append(line)
-        if not cols:
-            continue
-        title = f"A_a (%) — {sysdoc['system']} · {sysdoc['task']}"
-        out.append((title, heatmap(values, rows, cols, title)))
-    return out
-
-
-def sweep_png(data: StudyData) -> bytes | None:
-    if not data.sweep:
-        return None
-    from .plots import sweep_plot
-    from .tables import sweep_series
-
-    xs, series = sweep_series(data)
-    sw = data.sweep
-    return sweep_plot(xs, series, f"{sw.get('defense')} {sw.get('param')}",
-                      f"accuracy vs {sw.get('defense')} {sw.get('param')}")
-
-
-def _title(data: StudyData) -> str:
-    return data.config.name or f"sec4sr study — {data.out.name}"
-
-
-def render_md(data: StudyData) -> str:
-    lines = [f"# {_title(data)}", ""]
+def render_md(data: StudyData, level: int = 1) -> str:
+    h = "#" * level
+    lines = [f"{h} {study_title(data)}", ""]
     s = data.summary
     lines.append(f"dataset `{s['dataset']}` · seed {s['seed']}" + (" · targeted" if s.get("targeted") else "")
+                 + (f" · study `{data.study}`" if data.study else "")
                  + " · versions " + ", ".join(f"{k} {v}" for k, v in (s.get("versions") or {}).items()))
     lines.append("")
     for t in study_tables(data):
-        lines += [f"## {t.title}", ""]
+        lines += [f"{h}# {t.title}", ""]
         if t.note:
             lines += [f"_{t.note}_", ""]
         lines.append("| " + " | ".join(t.headers) + " |")
@@ -81,34 +43,52 @@ def render_md(data: StudyData) -> str:
     return "\n".join(lines)
 
 
-def render_csv(data: StudyData) -> str:
-    from .tables import cells_table
-
-    t = cells_table(data)
+def render_csv(datas: list[StudyData]) -> str:
+    """One CSV of every cell of every study (a ``study`` column first when there are several)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(t.headers)
-    w.writerows(t.rows)
+    several = len(datas) > 1
+    for i, data in enumerate(datas):
+        t = cells_table(data)
+        if i == 0:
+            w.writerow((["study"] if several else []) + t.headers)
+        w.writerows([([data.study] if several else []) + row for row in t.rows])
     return buf.getvalue()
 
 
-def render(out: str | Path, fmt: str = "md") -> str:
-    """The report of output folder ``out`` as text in ``fmt`` (md, html or csv)."""
+def render(out: str | Path, fmt: str = "md", study: str | None = None) -> str:
+    """The report of output folder ``out`` as text in ``fmt`` (md, html or csv): every study stored there (each with
+    its configuration), or the one ``study`` names (an id or its prefix)."""
     if fmt not in FORMATS:
         raise Sec4srError(f"unknown report format {fmt!r} (choose {', '.join(FORMATS)})")
-    data = load_study(out)
-    if fmt == "md":
-        return render_md(data)
+    datas = [load_study(out, study)] if study else load_studies(out)
+    if not datas:
+        datas = [load_study(out)]
     if fmt == "csv":
-        return render_csv(data)
-    from .html import render_html
+        return render_csv(datas)
+    if fmt == "html":
+        return render_html(datas)
+    if len(datas) == 1:
+        return render_md(datas[0])
+    head = [f"# {len(datas)} studies in {Path(out)}", "",
+            *(f"- `{d.study}` — {study_title(d)}: {_config_line(d)}" for d in datas), ""]
+    return "\n".join(head) + "\n" + "\n\n".join(render_md(d, level=2) for d in datas)
 
-    return render_html(data)
+
+def _config_line(data: StudyData) -> str:
+    """The configuration of a study in one line (what tells studies of one folder apart)."""
+    c = data.config
+    parts = [f"seed {c.seed}", f"dataset {c.dataset}", f"limit {c.limit}", f"length {c.length_s} s",
+             f"eot {c.eot}", f"order {c.defense_order}", "attacks " + ", ".join(c.attacks or ["-"]),
+             "defenses " + ", ".join(c.defenses or ["-"]), "settings " + ", ".join(c.settings)]
+    return " · ".join(parts)
 
 
-def write_report(out: str | Path, fmt: str = "html", output: str | Path | None = None) -> Path:
-    """Write the report of ``out`` (default file: ``<out>/report.<fmt>``) and return its path."""
-    text = render(out, fmt)
+def write_report(out: str | Path, fmt: str = "html", output: str | Path | None = None,
+                 study: str | None = None) -> Path:
+    """Write the report of ``out`` (default file: ``<out>/report.<fmt>``) and return its path: every study, or
+    ``study`` alone."""
+    text = render(out, fmt, study)
     path = Path(output) if output else Path(out) / f"report.{fmt}"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

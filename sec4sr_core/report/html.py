@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import base64
 import html
+import sys
 from pathlib import Path
 
-from .tables import StudyData, Table, study_tables
+from sec4sr_core.base.errors import Sec4srError
+from sec4sr_core.base.params import slug
+from sec4sr_core.report.figures import heatmaps, sweep_png
+from sec4sr_core.report.tables import StudyData, Table, study_tables, study_title
 
 #: at most this many audio players in one report (keeps the file a few MB)
 MAX_CLIPS = 24
@@ -58,8 +62,6 @@ def _audio(path: Path, caption: str) -> str:
 
 def audio_prefix(data: StudyData, system: str, task: str) -> Path:
     """The audio folder of one system, as the runner lays it out."""
-    from ..runner import slug
-
     base = data.out / "audio"
     if len(data.summary["systems"]) > 1:
         base = base / slug(f"{system}-{task}")
@@ -69,19 +71,18 @@ def audio_prefix(data: StudyData, system: str, task: str) -> Path:
 def examples_html(data: StudyData, max_clips: int = MAX_CLIPS) -> str:
     """Players for the saved examples: per utterance, the benign audio, then per attack the adversarial audio and
     what each defense row's wave-level defenses make of it."""
-    from ..runner import slug
-
     cfg = data.config
     sysdoc = data.summary["systems"][0]
     prefix = audio_prefix(data, sysdoc["system"], sysdoc["task"])
-    benign = sorted((prefix / "benign").glob("*/*.wav"))[: max(cfg.examples, 0)]
+    benign = sorted((prefix / "benign").rglob("*.wav"))[: max(cfg.examples, 0)]
     defenses = [r["label"] for r in data.defense_rows if r["label"] != "none"]
     parts, clips = [], 0
     for b in benign:
-        spk, name = b.parent.name, b.name
+        rel = b.relative_to(prefix / "benign")  # <speaker>/<id>.wav, as the runner saves it
+        spk, name = rel.parts[0], str(Path(*rel.parts[1:]))
         if clips >= max_clips:
             break
-        parts.append(f"<h3>{_e(spk)} / {_e(b.stem)}</h3>")
+        parts.append(f"<h3>{_e(spk)} / {_e(name[:-4])}</h3>")
         parts.append(_audio(b, "benign"))
         clips += 1
         rows = []
@@ -115,16 +116,34 @@ def examples_html(data: StudyData, max_clips: int = MAX_CLIPS) -> str:
             'rows, the audio crafted against that defense)</p>' + "".join(parts))
 
 
-def render_html(data: StudyData) -> str:
-    from . import _title, heatmaps, sweep_png
+def render_html(datas: StudyData | list[StudyData]) -> str:
+    """One self-contained HTML document of one study or of several (one section each, with its configuration)."""
+    datas = [datas] if isinstance(datas, StudyData) else list(datas)
+    if len(datas) == 1:
+        title = study_title(datas[0])
+        body = _study_body(datas[0], "h1")
+    else:
+        title = f"{len(datas)} studies in {datas[0].out}"
+        body = [f"<h1>{_e(title)}</h1>", "<ul>" + "".join(
+            f'<li><a href="#study-{_e(d.study)}">{_e(study_title(d))}</a> <code>{_e(d.study)}</code></li>'
+            for d in datas) + "</ul>"]
+        for d in datas:
+            body.append(f'<section id="study-{_e(d.study)}">')
+            body += _study_body(d, "h2")
+            body.append("</section>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
+
+def _study_body(data: StudyData, heading: str) -> list[str]:
     s = data.summary
-    title = _title(data)
+    title = study_title(data)
+    c = data.config
     meta = (f"dataset {s['dataset']} · seed {s['seed']}" + (" · targeted" if s.get("targeted") else "")
+            + (f" · study {data.study}" if data.study else "")
+            + f" · limit {c.limit} · length {c.length_s} s · eot {c.eot} · order {c.defense_order}"
             + " · " + ", ".join(f"{k} {v}" for k, v in (s.get("versions") or {}).items()))
-    body = [f"<h1>{_e(title)}</h1>", f'<p class="meta">{_e(meta)}</p>']
-    from ..errors import Sec4srError
-
+    body = [f"<{heading}>{_e(title)}</{heading}>", f'<p class="meta">{_e(meta)}</p>']
     tables = study_tables(data)
     try:
         figures = [_img(png, t) for t, png in heatmaps(data)]
@@ -132,9 +151,8 @@ def render_html(data: StudyData) -> str:
         if sw is not None:
             figures.append(_img(sw, "accuracy against the swept parameter"))
     except Sec4srError as exc:  # no matplotlib: the tables and audio still make a report
-        from ..audio import notice
-
-        notice(f"report without plots: {exc}")
+        # the notice format of sec4sr_core.sdk.audio.notice, without importing the (torch) audio module
+        print(f"notice: report without plots: {exc}", file=sys.stderr)
         figures = [f'<p class="note">plots unavailable: {_e(exc)}</p>']
     main = [t for t in tables if t.key not in ("cells", "warnings")]
     for t in main:
@@ -148,5 +166,4 @@ def render_html(data: StudyData) -> str:
     for t in tables:
         if t.key == "cells":
             body.append(_table(t))
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return body

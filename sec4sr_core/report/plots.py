@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        from ..errors import Sec4srError
+        from sec4sr_core.base.errors import Sec4srError
 
         raise Sec4srError("plots need matplotlib: pip install matplotlib") from None
     matplotlib.use("Agg", force=True)

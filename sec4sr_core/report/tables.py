@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import Sec4srError
+from sec4sr_core.base.errors import Sec4srError
 
 
 @dataclass
@@ -42,12 +42,11 @@ class StudyData:
     summary: dict[str, Any]
     defense_rows: list[dict[str, Any]]
     sweep: dict[str, Any] | None
+    study: str | None = None  #: the study's id in its store
 
 
-def load_study(out: str | Path) -> StudyData:
-    """Read ``<out>/results.sqlite`` (a Sec4srError if it is not a study output folder)."""
-    from ..runner import StudyConfig, summarize
-    from ..store import ResultStore
+def _open_store(out: str | Path):
+    from sec4sr_core.study.store import ResultStore
 
     out = Path(out)
     db = out / "results.sqlite"
@@ -55,19 +54,86 @@ def load_study(out: str | Path) -> StudyData:
         raise Sec4srError(f"no such output folder: {out}")
     if not db.exists():
         raise Sec4srError(f"{out} is not a study output folder (no results.sqlite); run `sec4sr run ... --out {out}`")
-    with ResultStore(db) as store:
-        raw = store.get_meta("config")
+    return ResultStore(db)
+
+
+def study_ids(out: str | Path) -> list[dict[str, Any]]:
+    """The studies stored in ``out`` (oldest run first): id, name, configuration, row count, last run time."""
+    with _open_store(out) as store:
+        return store.studies()
+
+
+def load_study(out: str | Path, study: str | None = None) -> StudyData:
+    """One study of ``<out>/results.sqlite`` (default: the study run last; a Sec4srError if ``out`` is not a study
+    output folder or has no study ``study``)."""
+    from sec4sr_core.study.config import StudyConfig
+    from sec4sr_core.study.summary import summarize
+
+    out = Path(out)
+    with _open_store(out) as store:
+        known = [s["id"] for s in store.studies()]
+        if study is not None and study not in known:
+            import difflib
+
+            close = [k for k in known if k.startswith(study)] or difflib.get_close_matches(study, known, n=3)
+            if len(close) == 1 and close[0].startswith(study):
+                study = close[0]
+            else:
+                hint = f"did you mean {', '.join(close)}? " if close else ""
+                raise Sec4srError(f"{out} has no study {study!r}; {hint}its studies: {', '.join(known) or 'none'} "
+                                  f"(`sec4sr report {out} --list`)")
+        study = study or store.latest_study()
+        record = next((s for s in store.studies() if s["id"] == study), None)
+        raw = record["config"] if record and record["config"] else store.get_meta("config")
         if raw is None:
-            raise Sec4srError(f"{db} has no study configuration; was it written by `sec4sr run`?")
+            raise Sec4srError(f"{store.path} has no study configuration; was it written by `sec4sr run`?")
         try:
             config = StudyConfig.model_validate(raw)
         except Exception as exc:  # noqa: BLE001 - a config written by another version
-            raise Sec4srError(f"{db}: cannot read its study configuration: {str(exc).splitlines()[0]}") from None
-        summary = summarize(store, config)
-        rows = store.get_meta("defense_rows") or [{"label": "none", "variant": False}] + [
+            raise Sec4srError(f"{store.path}: cannot read its study configuration: {str(exc).splitlines()[0]}") from None
+        summary = summarize(store, config, study=study)
+
+        def meta(key: str) -> Any:
+            value = store.study_meta(study, key) if study else None
+            return store.get_meta(key) if value is None and study in (None, store.latest_study()) else value
+
+        rows = meta("defense_rows") or [{"label": "none", "variant": False}] + [
             {"label": d, "variant": False} for d in config.defenses]
-        sweep = store.get_meta("sweep")
-    return StudyData(out, config, summary, rows, sweep)
+        sweep = meta("sweep")
+    return StudyData(out, config, summary, rows, sweep, study)
+
+
+def load_studies(out: str | Path) -> list[StudyData]:
+    """Every study of ``out``, oldest run first."""
+    return [load_study(out, s["id"]) for s in study_ids(out)]
+
+
+def _worst_case_table(sysdoc: dict[str, Any], rows: list[str], settings: list[str], tag: str, name: str,
+                      task: str) -> Table:
+    """Per defense row: n, benign accuracy, robust accuracy (correct under every attack in every setting) and R1 per
+    setting and on the worst case, each with its 95 % interval."""
+    from sec4sr_core.study.summary import pct_ci
+
+    label = {"non-adaptive": "NA", "adaptive": "A"}
+    headers = ["Defense", "n", "A_b", "robust"] + [f"R1 {label.get(s, s)}" for s in settings] + ["R1 worst"]
+    body, nums = [], []
+    for d in rows:
+        rob = (sysdoc.get("robust") or {}).get(d) or {}
+        by = [((sysdoc.get("r1_by_setting") or {}).get(s) or {}).get(d) or {} for s in settings]
+        worst = (sysdoc.get("r1_worst") or {}).get(d) or {}
+        body.append([d, str(rob.get("n", "-")), pct_ci(sysdoc["benign"].get(d), (sysdoc.get("benign_ci") or {}).get(d)),
+                     pct_ci(rob.get("accuracy"), rob.get("ci"))] + [pct_ci(x.get("value"), x.get("ci")) for x in by]
+                    + [pct_ci(worst.get("value"), worst.get("ci"))])
+        nums.append([sysdoc["benign"].get(d), rob.get("accuracy")] + [x.get("value") for x in by] + [worst.get("value")])
+    return Table(f"worst-{name}-{task}", f"Worst case per utterance — {tag}", headers, body,
+                 "robust (%): correct under every attack of the row in every setting (AutoAttack-style); R1 per setting "
+                 "and on the worst case (harmonic mean of A_b and robust); [95 % intervals: Wilson for accuracies, "
+                 "paired bootstrap over utterances for R1]", [])
+
+
+def study_title(data: StudyData) -> str:
+    """The report's title: the study's ``name``, else ``sec4sr study — <folder name>``."""
+    return data.config.name or f"sec4sr study — {data.out.name}"
 
 
 def pct(v: float | None) -> str:
@@ -137,6 +203,8 @@ def study_tables(data: StudyData) -> list[Table]:
             tables.append(Table(f"adaptive-{name}-{task}", f"Adaptive attacks — {tag}", headers, body,
                                 "A_a (%) under attacks crafted on the defended system (BPDA / EOT), with the mean L2 "
                                 "distortion ([-1, 1] units), SNR (dB) and wide-band PESQ of the adversarial audio", nums))
+        if sysdoc.get("robust"):
+            tables.append(_worst_case_table(sysdoc, rows, list(sysdoc.get("r1_by_setting") or {}), tag, name, task))
         advt = [d for d in rows if variant.get(d)]
         if advt:
             cols = [(a, st) for a in cfg.attacks for st in cfg.settings]
@@ -223,6 +291,6 @@ def warnings_table(data: StudyData) -> Table:
 
 
 def _code_message(code: str) -> str:
-    from ..reliability import CODES
+    from sec4sr_core.study.reliability import CODES
 
     return CODES.get(code, "\0")

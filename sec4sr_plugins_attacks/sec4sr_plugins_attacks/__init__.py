@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sec4sr_core import Preset, hookimpl
+from sec4sr_core.sdk import Preset, hookimpl
 
 _ATTACKS = (
     ("fgsm", "pgd:FGSM", "Fast gradient sign method: one signed step of size ε (white-box)."),

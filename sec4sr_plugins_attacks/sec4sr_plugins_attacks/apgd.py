@@ -11,16 +11,13 @@ example is kept per utterance (success first, then loss).
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 from pydantic import Field
 
-from sec4sr_core.interfaces import Attack, AttackResult, Knowledge
-from sec4sr_core.losses import success
-from sec4sr_core.params import Params
+from sec4sr_core.sdk import Attack, Kappa, Knowledge, LinfBall, LossChoice, Steps
 
-from .common import Best, check_labels, expand, linf_box, objective, project_linf
+from .common import Best, expand, linf_box, project_linf
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -31,13 +28,12 @@ def checkpoints(steps: int) -> list[int]:
     return sorted({math.ceil(q * steps) for q in p[1:] if math.ceil(q * steps) < steps})
 
 
-class APGDParams(Params):
-    epsilon: float = Field(0.002, gt=0, le=1, description="L∞ bound in [-1, 1] amplitude units")
-    steps: int = Field(100, ge=1, description="iterations (one forward+backward each)")
+class APGDParams(Kappa, LossChoice, Steps.with_defaults(steps=100, descriptions={
+        "steps": "iterations (one forward+backward each)"}), LinfBall):
+    """Auto-PGD: ε, iterations, ρ, momentum α, loss and κ (the step size is adaptive, from 2ε)."""
+
     rho: float = Field(0.75, gt=0, le=1, description="share of improving steps below which η is halved")
     alpha: float = Field(0.75, gt=0, le=1, description="momentum weight of the new step")
-    loss: Literal["ce", "margin"] = Field("ce", description="objective; SV/OSI always use the margin loss")
-    kappa: float = Field(0.0, ge=0, description="confidence κ of the margin loss (score units)")
 
 
 class APGD(Attack):
@@ -48,12 +44,9 @@ class APGD(Attack):
     knowledge = Knowledge.WHITE_BOX
     norm = "linf"
 
-    def run(self, oracle, x, y, targeted=False) -> AttackResult:
+    def perturb(self, oracle, x, goal):
         p = self.params
-        x = x.to(oracle.device)
-        y = y.to(oracle.device).long()
-        check_labels(oracle, y, targeted)
-        loss_fn = objective(oracle, p.loss, targeted, p.kappa)
+        loss_fn = goal.objective(oracle, p.loss, p.kappa)
         n = x.shape[0]
         lower, upper = linf_box(x, p.epsilon)
         best = Best(x)
@@ -67,8 +60,8 @@ class APGD(Attack):
         prev_ck = 0
         eta_ck, loss_ck = eta.clone(), loc_loss.clone()
         for k in range(p.steps):
-            loss, grad, _, dec = oracle.loss_and_grad(xk, loss_fn, y)
-            best.update(xk, loss, success(dec, y, targeted), dec)
+            loss, grad, _, dec = oracle.loss_and_grad(xk, loss_fn, goal.y)
+            best.update(xk, loss, goal.met(dec), dec)
             better = loss < loc_loss
             loc_loss = torch.where(better, loss, loc_loss)
             loc_x[better] = xk[better]
@@ -93,5 +86,5 @@ class APGD(Attack):
             xprev, xk = xk, xnew.detach()
         with torch.no_grad():
             scores, dec = oracle.scores_and_decisions(xk)
-            best.update(xk, loss_fn(scores, y), success(dec, y, targeted), dec)
-        return best.result(oracle, y, targeted)
+            best.update(xk, loss_fn(scores, goal.y), goal.met(dec), dec)
+        return best.crafted()

@@ -1,5 +1,6 @@
-"""Shared pieces of the attacks: objectives, projections, per-utterance best tracking, query budgets and the
-black-box threshold estimator.
+"""Shared pieces of the attacks: projections, per-utterance best tracking, the NES parameters and the black-box
+threshold estimator. (Input checks, the goal, query budgets and result assembly are the sdk's :class:`Attack`
+template; the ε, steps, κ, loss and budget parameters are the sdk's mixins.)
 
 Shapes: waveforms (B, 1, T) in [-1, 1]; per-utterance vectors (B,). Every helper works on the input's device and
 keeps the whole batch in one tensor; subsets of still-active utterances are index tensors ``idx`` passed to the
@@ -9,27 +10,43 @@ oracle as ``owners`` so queries are charged to the right utterance.
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
+from pydantic import Field, model_validator
 
-from sec4sr_core.errors import ParameterError
-from sec4sr_core.interfaces import REJECT, AttackResult, Task
-from sec4sr_core.losses import LossFn, resolve_loss, success
-
-#: decision placeholder for "not evaluated yet" (−1 is a legal decision: reject)
-UNKNOWN = -2
+from sec4sr_core.sdk import (
+    NES_PRIOR_HELP, NOT_EVALUATED, REJECT, Attack, Crafted, Knowledge, NESPrior, ParameterError, ParamMixin, affordable,
+)
 
 
-def objective(
-    oracle, loss: str, targeted: bool, kappa: float = 0.0, clip: bool = False, threshold: float | None = None
-) -> LossFn:
-    """The per-sample loss to minimise for the oracle's task. SV/OSI read ``oracle.threshold`` (the real one for
-    white-box oracles, the estimate for black-box ones) unless ``threshold`` is given."""
-    th = threshold
-    if th is None and oracle.task.has_threshold:
-        th = oracle.threshold
-    return resolve_loss(loss, oracle.task, targeted, kappa, th, clip)
+class NESSampling(ParamMixin):
+    """NES gradient estimation from scores: antithetic Gaussian probes around the current point."""
+
+    samples: int = Field(50, ge=2, multiple_of=2, description="NES probes per gradient estimate (antithetic pairs)")
+    samples_batch: int = Field(50, ge=2, multiple_of=2,
+                               description="probes per utterance per oracle call (divides samples)")
+    sigma: float = Field(0.001, gt=0, description="NES probe standard deviation in [-1, 1] amplitude units")
+    prior: NESPrior = Field("spectral", description=NES_PRIOR_HELP)
+
+    @model_validator(mode="after")
+    def _divides(self):
+        if self.samples % min(self.samples_batch, self.samples):
+            raise ValueError("samples_batch must divide samples")
+        return self
+
+
+class ScoreBased(Attack):
+    """A score-based attack in an L∞ ball that estimates the SV/OSI threshold before it searches (its result
+    carries ``extra["threshold_estimate"]``). Its ``Params`` has ``epsilon`` and ``max_queries``."""
+
+    knowledge = Knowledge.SCORES
+    norm = "linf"
+    estimates_threshold = True
+
+    def estimate_threshold(self, oracle, x: torch.Tensor, **options) -> float | None:
+        """:func:`ensure_threshold` within the attack's ε ball and query budget (None for CSI)."""
+        p = self.params
+        return ensure_threshold(oracle, x, p.epsilon, max_queries=p.max_queries, **options)
 
 
 def linf_box(x: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +88,7 @@ class Best:
         self.adv = x.detach().clone()
         self.ok = torch.zeros(b, dtype=torch.bool, device=x.device)
         self.loss = torch.full((b,), math.inf, device=x.device, dtype=x.dtype)
-        self.decisions = torch.full((b,), UNKNOWN, dtype=torch.int64, device=x.device)
+        self.decisions = torch.full((b,), NOT_EVALUATED, dtype=torch.int64, device=x.device)
 
     def update(
         self, adv: torch.Tensor, loss: torch.Tensor, ok: torch.Tensor, dec: torch.Tensor,
@@ -84,7 +101,7 @@ class Best:
         cur_ok, cur_loss = self.ok[idx], self.loss[idx]
         better = (ok & ~cur_ok) | ((ok == cur_ok) & (loss < cur_loss))
         # an utterance never evaluated takes any candidate
-        better |= self.decisions[idx] == UNKNOWN
+        better |= self.decisions[idx] == NOT_EVALUATED
         rows = idx[better]
         self.adv[rows] = adv[better].detach()
         self.loss[rows] = loss[better]
@@ -92,38 +109,9 @@ class Best:
         self.decisions[rows] = dec[better].to(torch.int64)
         return better
 
-    def result(self, oracle, y: torch.Tensor, targeted: bool, **extra) -> AttackResult:
-        """The :class:`AttackResult`; utterances never evaluated get one decision query."""
-        missing = (self.decisions == UNKNOWN).nonzero().flatten()
-        if missing.numel():
-            self.decisions[missing] = oracle.decisions(self.adv[missing], owners=missing.cpu()).to(torch.int64)
-        dec = self.decisions
-        ok = success(dec, y.to(dec.device), targeted)
-        return AttackResult(self.adv, ok.cpu(), oracle.queries.clone(), dec.cpu(), dict(extra))
-
-
-def affordable(oracle, cost: int, max_queries: int | None, idx: torch.Tensor | None = None) -> torch.Tensor:
-    """(len(idx),) bool on the oracle's device: utterances that can still pay ``cost`` probes (× EOT draws) without
-    exceeding ``max_queries`` (None = unlimited)."""
-    q = oracle.queries if idx is None else oracle.queries[idx.cpu()]
-    if max_queries is None:
-        return torch.ones(q.shape[0], dtype=torch.bool, device=oracle.device)
-    return (q + cost * oracle.eot <= max_queries).to(oracle.device)
-
-
-def check_labels(oracle, y: torch.Tensor, targeted: bool) -> None:
-    """Refuse labels that make no sense for the task (one clear line instead of an index error)."""
-    s = oracle.n_scores
-    bad = (y < REJECT) | (y >= max(s, 1))
-    if oracle.task == Task.SV:
-        bad = (y != 0) & (y != REJECT)
-    elif oracle.task.closed_set:
-        bad = bad | (y == REJECT)
-    if bool(bad.any()):
-        raise ParameterError(
-            f"labels {sorted(set(y[bad].tolist()))} are not valid {'targets' if targeted else 'labels'} "
-            f"for task {oracle.task.value} with {s} score column(s)"
-        )
+    def crafted(self, **extra) -> Crafted:
+        """The best examples as :meth:`Attack.perturb` output; the template evaluates the never-evaluated ones."""
+        return Crafted(self.adv, self.decisions, dict(extra))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -158,7 +146,7 @@ def estimate_threshold(
     Returns ``(θ̂, info)`` with ``info = {"lo", "hi", "iterations"}``. Queries: (samples + 1) per utterance per
     iteration, charged through the oracle.
     """
-    from sec4sr_core.adaptive import nes_gradient
+    from sec4sr_core.sdk import nes_gradient
 
     lo = torch.tensor(-math.inf, device=x.device)
     hi = torch.tensor(math.inf, device=x.device)
@@ -225,5 +213,3 @@ def ensure_threshold(oracle, x: torch.Tensor, epsilon: float, max_queries: int |
     oracle.threshold_info = info
     return est
 
-
-LossOnScores = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -22,17 +22,14 @@ import math
 import torch
 from pydantic import Field
 
-from sec4sr_core.interfaces import Attack, AttackResult, Knowledge
-from sec4sr_core.losses import success
-from sec4sr_core.params import Params
+from sec4sr_core.sdk import NOT_EVALUATED, Attack, Crafted, Kappa, Knowledge
 
-from .common import UNKNOWN, check_labels, expand, objective
+from .common import expand
 
 _S = 1.0 - 1e-6
 
 
-class CW2Params(Params):
-    kappa: float = Field(0.0, ge=0, description="confidence κ of the margin loss (score units)")
+class CW2Params(Kappa):
     initial_const: float = Field(1e-3, gt=0, description="initial trade-off constant c")
     binary_search_steps: int = Field(9, ge=1, description="binary-search steps over c")
     max_iter: int = Field(10000, ge=1, description="Adam iterations per binary-search step")
@@ -49,21 +46,18 @@ class CW2(Attack):
     knowledge = Knowledge.WHITE_BOX
     norm = "l2"
 
-    def run(self, oracle, x, y, targeted=False) -> AttackResult:
+    def perturb(self, oracle, x, goal):
         p = self.params
-        x = x.to(oracle.device)
-        y = y.to(oracle.device).long()
-        check_labels(oracle, y, targeted)
         n = x.shape[0]
         dev = x.device
-        margin = objective(oracle, "margin", targeted, p.kappa, clip=True)
+        margin = goal.objective(oracle, "margin", p.kappa, clip=True)
         base = torch.atanh(_S * x)
         const = torch.full((n,), p.initial_const, device=dev, dtype=x.dtype)
         lower = torch.zeros(n, device=dev, dtype=x.dtype)
         upper = torch.full((n,), 1e10, device=dev, dtype=x.dtype)
         best_l2 = torch.full((n,), math.inf, device=dev, dtype=x.dtype)
         best_adv = x.clone()
-        best_dec = torch.full((n,), UNKNOWN, dtype=torch.int64, device=dev)
+        best_dec = torch.full((n,), NOT_EVALUATED, dtype=torch.int64, device=dev)
         best_rank = torch.zeros(n, dtype=torch.long, device=dev)  # 0 none, 1 decision met, 2 κ met too
         all_idx = torch.arange(n, device=dev)
         iterations = 0
@@ -81,13 +75,13 @@ class CW2(Attack):
                 with torch.no_grad():
                     t = torch.tanh(w[idx] + base[idx])
                     adv = (t / _S).clamp(-1.0, 1.0)
-                l1, g1, _, dec = oracle.loss_and_grad(adv, margin, y[idx], owners=idx.cpu())
+                l1, g1, _, dec = oracle.loss_and_grad(adv, margin, goal.labels(idx), owners=idx.cpu())
                 with torch.no_grad():
                     diff = adv - x[idx]
                     l2 = diff.flatten(1).pow(2).sum(dim=1)
                     c = const[idx]
                     total = c * l1 + l2
-                    hit = success(dec, y[idx], targeted)
+                    hit = goal.met(dec, idx)
                     found = (l1 <= 0) & hit
                     step_ok[idx] |= found
                     # rank: κ met (1) over decision-only success (0), then the smaller L2
@@ -116,10 +110,5 @@ class CW2(Attack):
                 upper = torch.where(ok, torch.minimum(upper, const), upper)
                 lower = torch.where(ok, lower, torch.maximum(lower, const))
                 const = torch.where(upper < 1e9, (lower + upper) / 2, const * 10)
-        missing = (best_dec == UNKNOWN).nonzero().flatten()
-        if missing.numel():
-            best_dec[missing] = oracle.decisions(best_adv[missing], owners=missing.cpu()).to(torch.int64)
-        ok = success(best_dec, y, targeted)
-        return AttackResult(best_adv, ok.cpu(), oracle.queries.clone(), best_dec.cpu(),
-                            {"l2": best_l2.cpu(), "const": const.cpu(), "kappa_met": (best_rank == 2).cpu(),
-                             "iterations": iterations})
+        return Crafted(best_adv, best_dec, {"l2": best_l2.cpu(), "const": const.cpu(),
+                                            "kappa_met": (best_rank == 2).cpu(), "iterations": iterations})

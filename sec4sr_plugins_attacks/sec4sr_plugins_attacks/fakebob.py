@@ -16,58 +16,40 @@ bounded, using every utterance of the batch) unless the oracle already carries `
 from __future__ import annotations
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from sec4sr_core.adaptive import NES_PRIOR_HELP, NESPrior, nes_gradient, probe_sampler
-from sec4sr_core.interfaces import Attack, AttackResult, Knowledge
-from sec4sr_core.losses import success
-from sec4sr_core.params import Params
+from sec4sr_core.sdk import NES_PRIOR_HELP, Kappa, LinfBall, QueryBudget, nes_gradient, probe_sampler
 
-from .common import Best, affordable, check_labels, ensure_threshold, linf_box, objective, project_linf
+from .common import Best, NESSampling, ScoreBased, linf_box, project_linf
 
 
-class FakeBobParams(Params):
-    epsilon: float = Field(0.002, gt=0, le=1, description="L∞ bound in [-1, 1] amplitude units")
-    kappa: float = Field(0.0, ge=0, description="confidence κ of the margin loss (score units)")
+class FakeBobParams(QueryBudget, NESSampling.with_defaults(prior="white", descriptions={
+        "samples": "NES probes per iteration (antithetic pairs)",
+        "prior": NES_PRIOR_HELP + " ('white' is the published FAKEBOB)"}), Kappa, LinfBall):
+    """FAKEBOB: ε, κ, the NES sampling, the learning-rate schedule, early stop and a query budget."""
+
     max_iter: int = Field(1000, ge=1, description="NES iterations")
     max_lr: float = Field(0.001, gt=0, description="initial learning rate in [-1, 1] amplitude units")
     min_lr: float = Field(1e-6, gt=0, description="learning-rate floor")
-    samples: int = Field(50, ge=2, multiple_of=2, description="NES probes per iteration (antithetic pairs)")
-    samples_batch: int = Field(50, ge=2, multiple_of=2, description="probes per utterance per oracle call")
-    sigma: float = Field(0.001, gt=0, description="NES probe standard deviation in [-1, 1] amplitude units")
     momentum: float = Field(0.9, ge=0, lt=1, description="gradient momentum")
     plateau_length: int = Field(5, ge=2, description="window of mean losses for the plateau schedule")
     plateau_drop: float = Field(2.0, gt=1, description="learning-rate divisor on a plateau")
     stop_early: bool = Field(True, description="drop utterances whose loss stopped falling")
     stop_early_iter: int = Field(100, ge=1, description="iterations between early-stop checks")
-    max_queries: int | None = Field(None, ge=1, description="query budget per utterance (None = max_iter bound)")
-    prior: NESPrior = Field("white", description=NES_PRIOR_HELP + " ('white' is the published FAKEBOB)")
     estimate_iter: int = Field(30, ge=0, description="iteration cap of the SV/OSI threshold estimation")
 
-    @model_validator(mode="after")
-    def _divides(self):
-        if self.samples % min(self.samples_batch, self.samples):
-            raise ValueError("samples_batch must divide samples")
-        return self
 
-
-class FakeBob(Attack):
+class FakeBob(ScoreBased):
     """FAKEBOB: NES with antithetic sampling, momentum, plateau lr schedule, early stop (score-based)."""
 
     name = "fakebob"
     Params = FakeBobParams
-    knowledge = Knowledge.SCORES
-    norm = "linf"
 
-    def run(self, oracle, x, y, targeted=False) -> AttackResult:
+    def perturb(self, oracle, x, goal):
         p = self.params
-        x = x.to(oracle.device)
-        y = y.to(oracle.device).long()
-        check_labels(oracle, y, targeted)
         n, dev = x.shape[0], x.device
-        ensure_threshold(oracle, x, p.epsilon, max_queries=p.max_queries, max_iter=p.estimate_iter,
-                         sigma=p.sigma, lr=p.max_lr)
-        loss_fn = objective(oracle, "margin", targeted, p.kappa)
+        self.estimate_threshold(oracle, x, max_iter=p.estimate_iter, sigma=p.sigma, lr=p.max_lr)
+        loss_fn = goal.objective(oracle, "margin", p.kappa)
         lower, upper = linf_box(x, p.epsilon)
         adv = x.clone()
         best = Best(x)
@@ -81,12 +63,12 @@ class FakeBob(Attack):
         batch = min(p.samples_batch, p.samples)
         sampler = probe_sampler(p.prior)
         for it in range(p.max_iter):
-            active &= affordable(oracle, p.samples + 2, p.max_queries)  # + 1 probe at x, + 1 final evaluation
+            active &= self.affordable(oracle, p.samples + 2)  # + 1 probe at x, + 1 final evaluation
             idx = all_idx[active]
             if idx.numel() == 0:
                 break
             k = idx.numel()
-            ys = y[idx]
+            ys = goal.labels(idx)
             seen: dict[str, torch.Tensor] = {}
 
             def probe_loss(probes: torch.Tensor) -> torch.Tensor:
@@ -98,7 +80,7 @@ class FakeBob(Attack):
             grad, mean_loss, loss_at = nes_gradient(probe_loss, adv[idx], p.samples, p.sigma, oracle.generator, batch,
                                                     sampler=sampler)
             dec = seen["dec"]
-            ok = success(dec, ys, targeted)
+            ok = goal.met(dec, idx)
             best.update(adv[idx], loss_at, ok, dec, idx)
             done = ok & (loss_at < 0)
             active[idx[done]] = False
@@ -122,6 +104,5 @@ class FakeBob(Attack):
         last = all_idx[(adv != best.adv).flatten(1).any(dim=1)]
         if last.numel():
             scores, dec = oracle.scores_and_decisions(adv[last], owners=last.cpu())
-            best.update(adv[last], loss_fn(scores, y[last]), success(dec, y[last], targeted), dec, last)
-        extra = {"threshold_estimate": oracle.estimated_threshold} if oracle.task.has_threshold else {}
-        return best.result(oracle, y, targeted, **extra)
+            best.update(adv[last], loss_fn(scores, goal.labels(last)), goal.met(dec, last), dec, last)
+        return best.crafted()

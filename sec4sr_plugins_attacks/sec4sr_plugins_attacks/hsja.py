@@ -22,14 +22,12 @@ import math
 import torch
 from pydantic import Field
 
-from sec4sr_core.interfaces import Attack, AttackResult, Knowledge
-from sec4sr_core.losses import success
-from sec4sr_core.params import Params
+from sec4sr_core.sdk import NOT_EVALUATED, Attack, Crafted, Knowledge, QueryBudget
 
-from .common import UNKNOWN, affordable, check_labels, expand, l2_norm
+from .common import expand, l2_norm
 
 
-class HSJAParams(Params):
+class HSJAParams(QueryBudget):
     iterations: int = Field(20, ge=1, description="gradient-estimate / step / boundary-search rounds")
     init_evals: int = Field(100, ge=2, description="probes of the first gradient estimate")
     max_evals: int = Field(1000, ge=2, description="largest number of probes of one gradient estimate")
@@ -37,7 +35,6 @@ class HSJAParams(Params):
     search_steps: int = Field(25, ge=1, description="cap on the binary-search queries per boundary search")
     step_halvings: int = Field(15, ge=1, description="cap on the step-size halvings per round")
     init_draws: int = Field(8, ge=1, description="noise probes per level when looking for a start point")
-    max_queries: int | None = Field(None, ge=1, description="query budget per utterance (None = unbounded)")
     quantize: bool = Field(True, description="search on 16-bit-quantised points, so the boundary point stays "
                                              "adversarial once saved as 16-bit audio")
 
@@ -50,21 +47,18 @@ class HSJA(Attack):
     knowledge = Knowledge.DECISIONS
     norm = "l2"
 
-    def run(self, oracle, x, y, targeted=False) -> AttackResult:
+    def perturb(self, oracle, x, goal):
         p = self.params
-        x = x.to(oracle.device)
-        y = y.to(oracle.device).long()
-        check_labels(oracle, y, targeted)
         n, dev = x.shape[0], x.device
         d = x[0].numel()
         theta = 1.0 / (math.sqrt(d) * d)
-        self._oracle, self._y, self._targeted = oracle, y, targeted
+        self._oracle, self._goal = oracle, goal
         adv, found, dec = self._start(x)
         all_idx = torch.arange(n, device=dev)
         live = found.clone()
         adv, dec = self._boundary(x, adv, dec, all_idx[live], theta)
         for t in range(1, p.iterations + 1):
-            live &= affordable(oracle, 2, p.max_queries)
+            live &= self.affordable(oracle, 2)
             idx = all_idx[live]
             if idx.numel() == 0:
                 break
@@ -76,12 +70,12 @@ class HSJA(Attack):
             searching = torch.ones(idx.numel(), dtype=torch.bool, device=dev)
             new = adv[idx].clone()
             for _ in range(p.step_halvings):
-                sub = searching & affordable(oracle, 1, p.max_queries, idx)
+                sub = searching & self.affordable(oracle, 1, idx)
                 if not bool(sub.any()):
                     break
                 cand = self._q((adv[idx][sub] + expand(xi[sub], grad[sub]) * grad[sub]).clamp(-1.0, 1.0))
                 dd = oracle.decisions(cand, owners=idx[sub].cpu())
-                ok = success(dd, y[idx][sub], targeted)
+                ok = goal.met(dd, idx[sub])
                 rows = sub.nonzero().flatten()
                 new[rows[ok]] = cand[ok]
                 dec[idx[rows[ok]]] = dd[ok]
@@ -89,42 +83,38 @@ class HSJA(Attack):
                 xi = torch.where(sub & ~searching, xi, xi / 2)
             adv[idx] = new
             adv, dec = self._boundary(x, adv, dec, idx, theta)
-        dec = torch.where(found, dec, torch.full_like(dec, UNKNOWN))
+        dec = torch.where(found, dec, torch.full_like(dec, NOT_EVALUATED))
         out = torch.where(expand(found, x), adv, x)
-        unknown = (dec == UNKNOWN).nonzero().flatten()
-        if unknown.numel():
-            dec[unknown] = oracle.decisions(out[unknown], owners=unknown.cpu())
-        return AttackResult(out, success(dec, y, targeted).cpu(), oracle.queries.clone(), dec.cpu(),
-                            {"l2": l2_norm(out - x).cpu()})
+        return Crafted(out, dec, {"l2": l2_norm(out - x).cpu()})
 
     def _q(self, wave):
-        from sec4sr_core.audio import quantize_16bit
+        from sec4sr_core.sdk import quantize_16bit
 
         return quantize_16bit(wave) if self.params.quantize else wave
 
     def _adversarial(self, probes, owners):
         dec = self._oracle.decisions(probes, owners=owners.cpu())
-        return success(dec, self._y[owners], self._targeted), dec
+        return self._goal.met(dec, owners), dec
 
     def _start(self, x):
         """A start point per utterance, its found flag and its decision."""
         n, dev = x.shape[0], x.device
         gen = self._oracle.generator
         adv = x.clone()
-        dec = torch.full((n,), UNKNOWN, dtype=torch.int64, device=dev)
+        dec = torch.full((n,), NOT_EVALUATED, dtype=torch.int64, device=dev)
         found = torch.zeros(n, dtype=torch.bool, device=dev)
         own_ok, own_dec = self._adversarial(x, torch.arange(n, device=dev))
         found |= own_ok
         dec = torch.where(own_ok, own_dec, dec)
-        if self._targeted:  # a batch utterance that already carries the target
-            match = own_dec.view(1, -1) == self._y.view(-1, 1)  # (n, n): row i: utterances decided as y_i
+        if self._goal.targeted:  # a batch utterance that already carries the target
+            match = own_dec.view(1, -1) == self._goal.y.view(-1, 1)  # (n, n): row i: utterances decided as y_i
             has = match.any(dim=1) & ~found
             src = match.float().argmax(dim=1)
             adv[has] = x[src[has]]
             dec[has] = own_dec[src[has]]
             found |= has
         for level in (0.05, 0.2, 0.5, 1.0):
-            idx = (~found & affordable(self._oracle, self.params.init_draws, self.params.max_queries)).nonzero().flatten()
+            idx = (~found & self.affordable(self._oracle, self.params.init_draws)).nonzero().flatten()
             if idx.numel() == 0:
                 break
             m = self.params.init_draws
@@ -149,7 +139,7 @@ class HSJA(Attack):
         hi = torch.ones_like(lo)
         xs, target = x[idx], adv[idx]
         for _ in range(self.params.search_steps):
-            sub = ((hi - lo) > theta) & affordable(self._oracle, 1, self.params.max_queries, idx)
+            sub = ((hi - lo) > theta) & self.affordable(self._oracle, 1, idx)
             if not bool(sub.any()):
                 break
             mid = (lo + hi) / 2

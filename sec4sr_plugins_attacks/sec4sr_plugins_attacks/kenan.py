@@ -22,11 +22,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from sec4sr_core.interfaces import Attack, AttackResult, Knowledge
-from sec4sr_core.losses import success
-from sec4sr_core.params import Params
-
-from .common import UNKNOWN, check_labels
+from sec4sr_core.sdk import NOT_EVALUATED, Attack, Crafted, Knowledge, Params
 
 
 class KenanParams(Params):
@@ -44,21 +40,13 @@ class Kenan(Attack):
     knowledge = Knowledge.DECISIONS
     norm = None
 
-    def run(self, oracle, x, y, targeted=False) -> AttackResult:
-        x = x.to(oracle.device)
-        y = y.to(oracle.device).long()
-        check_labels(oracle, y, targeted)
-        if self.params.mode == "fft":
-            adv, ok, dec = self._fft(oracle, x, y, targeted)
-        else:
-            adv, ok, dec = self._ssa(oracle, x, y, targeted)
-        unknown = (dec == UNKNOWN).nonzero().flatten()
-        if unknown.numel():
-            dec[unknown] = oracle.decisions(adv[unknown], owners=unknown.cpu())
-        return AttackResult(adv, success(dec, y, targeted).cpu(), oracle.queries.clone(), dec.cpu())
+    def perturb(self, oracle, x, goal):
+        search = self._fft if self.params.mode == "fft" else self._ssa
+        adv, dec = search(oracle, x, goal)
+        return Crafted(adv, dec)
 
     # -- FFT ----------------------------------------------------------------------------------------------------
-    def _fft(self, oracle, x, y, targeted):
+    def _fft(self, oracle, x, goal):
         t = x.shape[-1]
         spec = torch.fft.rfft(x, dim=-1)
         mag = spec.abs()
@@ -67,27 +55,25 @@ class Kenan(Attack):
         hi = top.clone()
         f = top / 2
         best = x.clone()
-        best_ok = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        best_dec = torch.full((x.shape[0],), UNKNOWN, dtype=torch.int64, device=x.device)
+        best_dec = torch.full((x.shape[0],), NOT_EVALUATED, dtype=torch.int64, device=x.device)
         for _ in range(self.params.max_iter):
             keep = mag >= f.view(-1, 1, 1)
             cand = torch.fft.irfft(spec * keep, n=t, dim=-1).clamp(-1.0, 1.0)
             dec = oracle.decisions(cand)
-            ok = success(dec, y, targeted)
+            ok = goal.met(dec)
             best = torch.where(ok.view(-1, 1, 1), cand, best)
             best_dec = torch.where(ok, dec, best_dec)
-            best_ok |= ok
             hi = torch.where(ok, f, hi)
             lo = torch.where(ok, lo, f)
             f = (lo + hi).abs() / 2
-        return best, best_ok, best_dec
+        return best, best_dec
 
     # -- SSA ----------------------------------------------------------------------------------------------------
-    def _ssa(self, oracle, x, y, targeted):
+    def _ssa(self, oracle, x, goal):
         p = self.params
         n = x.shape[0]
         best = x.clone()
-        best_dec = torch.full((n,), UNKNOWN, dtype=torch.int64, device=x.device)
+        best_dec = torch.full((n,), NOT_EVALUATED, dtype=torch.int64, device=x.device)
         for i in range(n):  # per signal (see module docstring); bounded by max_iter queries each
             sig = x[i, 0].detach().double().cpu()
             ssa = SSA(sig, min(max(2, int(0.05 * sig.numel())), p.max_window))
@@ -101,14 +87,14 @@ class Kenan(Attack):
                 last_k = k
                 cand = ssa.reconstruct(k).to(x.dtype).clamp(-1.0, 1.0).to(x.device).view(1, 1, -1)
                 dec = oracle.decisions(cand, owners=owner)
-                if bool(success(dec, y[i : i + 1], targeted)):
+                if bool(goal.met(dec, owner.to(x.device))):
                     best[i] = cand[0]
                     best_dec[i] = dec[0]
                     lo_p = pct  # success: keep more components (less distortion)
                 else:
                     hi_p = pct  # failure: keep fewer
                 pct = (lo_p + hi_p) / 2
-        return best, best_dec != UNKNOWN, best_dec
+        return best, best_dec
 
 
 class SSA:

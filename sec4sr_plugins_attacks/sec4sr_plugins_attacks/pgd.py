@@ -1,6 +1,6 @@
 """Gradient attacks: FGSM, PGD (L∞ and L2, random restarts), CW∞, and PGD on NES gradient estimates.
 
-PGD (Madry et al.) descends the losses of :mod:`sec4sr_core.losses` (minimised):
+PGD (Madry et al.) descends the losses of :mod:`sec4sr_core.sdk.losses` (minimised):
 
 * L∞: ``x_{k+1} = Π_{[x−ε, x+ε] ∩ [−1, 1]}(x_k − α·sign(∇))``;
 * L2: ``x_{k+1} = Π_{‖·−x‖₂ ≤ ε, [−1, 1]}(x_k − α·∇/‖∇‖₂)``.
@@ -17,29 +17,36 @@ score-based adaptive attack.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from sec4sr_core.adaptive import NES_PRIOR_HELP, NESPrior, nes_gradient, probe_sampler
-from sec4sr_core.interfaces import Attack, AttackResult, Knowledge
-from sec4sr_core.losses import success
-from sec4sr_core.params import Params
+from sec4sr_core.sdk import (
+    Attack, Kappa, Knowledge, LinfBall, LossChoice, NormBall, ParamMixin, Steps, StepSize, nes_gradient, probe_sampler,
+)
 
-from .common import Best, check_labels, ensure_threshold, expand, l2_norm, linf_box, objective, project_l2, project_linf
+from .common import (
+    Best,
+    NESSampling,
+    ensure_threshold,
+    expand,
+    l2_norm,
+    linf_box,
+    project_l2,
+    project_linf,
+)
 
 
-class PGDParams(Params):
-    epsilon: float = Field(0.002, gt=0, description="perturbation bound in [-1, 1] amplitude units: per sample (L∞) "
-                                                    "or for the whole waveform (L2)")
-    step_size: float = Field(0.0004, gt=0, description="step α per iteration in [-1, 1] amplitude units "
-                                                       "(L∞: per sample; L2: length of the step)")
-    steps: int = Field(10, ge=1, description="iterations per restart")
+class Restarts(ParamMixin):
+    """Random restarts, run only for the utterances not yet successful."""
+
     restarts: int = Field(0, ge=0, description="random restarts (0 = one run starting at x)")
-    norm: Literal["linf", "l2"] = Field("linf", description="the ball: 'linf' or 'l2'")
-    loss: Literal["ce", "margin"] = Field("ce", description="objective; SV/OSI always use the margin loss")
-    kappa: float = Field(0.0, ge=0, description="confidence κ of the margin loss (score units)")
+
+
+_PER_RESTART = {"steps": "iterations per restart"}
+
+
+class PGDParams(Kappa, LossChoice, Restarts, StepSize, Steps.with_defaults(descriptions=_PER_RESTART), NormBall):
+    """PGD: ε ball (L∞ or L2), steps α, restarts, loss and κ."""
 
 
 class PGD(Attack):
@@ -85,39 +92,31 @@ class PGD(Attack):
         return project_linf(adv - p.step_size * grad.sign(), lower, upper)
 
     # -- the loop ---------------------------------------------------------------------------------------------
-    def run(self, oracle, x, y, targeted=False) -> AttackResult:
+    def perturb(self, oracle, x, goal):
         p = self.pgd_params()
-        x = x.to(oracle.device)
-        y = y.to(oracle.device).long()
-        check_labels(oracle, y, targeted)
         self.prepare(oracle, x)
-        loss_fn = objective(oracle, p.loss, targeted, p.kappa)
+        loss_fn = goal.objective(oracle, p.loss, p.kappa)
         best = Best(x)
         all_idx = torch.arange(x.shape[0], device=x.device)
         for restart in range(max(1, p.restarts)):
             idx = all_idx if restart == 0 else all_idx[~best.ok]
             if idx.numel() == 0:
                 break
-            xs, ys = x[idx], y[idx]
+            xs, ys = x[idx], goal.labels(idx)
             lower, upper = linf_box(xs, p.epsilon)
             adv = self.start(p, xs, oracle.generator)
             for _ in range(p.steps):
                 loss, grad, dec = self.gradient(oracle, adv, loss_fn, ys, idx)
-                best.update(adv, loss, success(dec, ys, targeted), dec, idx)
+                best.update(adv, loss, goal.met(dec, idx), dec, idx)
                 adv = self.step(p, adv, grad, xs, lower, upper).detach()
             with torch.no_grad():
                 scores, dec = oracle.scores_and_decisions(adv, owners=idx.cpu())
-                best.update(adv, loss_fn(scores, ys), success(dec, ys, targeted), dec, idx)
-        return best.result(oracle, y, targeted, **self.extra(oracle))
-
-    def extra(self, oracle) -> dict:
-        return {}
+                best.update(adv, loss_fn(scores, ys), goal.met(dec, idx), dec, idx)
+        return best.crafted()
 
 
-class FGSMParams(Params):
-    epsilon: float = Field(0.002, gt=0, le=1, description="step = L∞ bound in [-1, 1] amplitude units")
-    loss: Literal["ce", "margin"] = Field("ce", description="objective; SV/OSI always use the margin loss")
-    kappa: float = Field(0.0, ge=0, description="confidence κ of the margin loss (score units)")
+class FGSMParams(Kappa, LossChoice, LinfBall):
+    """FGSM: one signed step of size ε."""
 
 
 class FGSM(PGD):
@@ -131,12 +130,9 @@ class FGSM(PGD):
         return PGDParams(epsilon=p.epsilon, step_size=p.epsilon, steps=1, loss=p.loss, kappa=p.kappa)
 
 
-class CWInfParams(Params):
-    epsilon: float = Field(0.002, gt=0, le=1, description="L∞ bound in [-1, 1] amplitude units")
-    step_size: float = Field(0.001, gt=0, description="step α per iteration in [-1, 1] amplitude units")
-    steps: int = Field(10, ge=1, description="iterations per restart")
-    restarts: int = Field(0, ge=0, description="random restarts (0 = one run starting at x)")
-    kappa: float = Field(0.0, ge=0, description="confidence κ of the margin loss (score units)")
+class CWInfParams(Kappa, Restarts, StepSize.with_defaults(step_size=0.001),
+                  Steps.with_defaults(descriptions=_PER_RESTART), LinfBall):
+    """CW∞: PGD's L∞ configuration on the margin loss (α = 0.001)."""
 
 
 class CWInf(PGD):
@@ -151,23 +147,10 @@ class CWInf(PGD):
                          loss="margin", kappa=p.kappa)
 
 
-class PGDNESParams(PGDParams):
-    step_size: float = Field(0.0002, gt=0, description="step α per iteration in [-1, 1] amplitude units "
-                                                      "(L∞: per sample; L2: length of the step)")
-    steps: int = Field(100, ge=1, description="iterations per restart ((samples + 1) queries each)")
-    samples: int = Field(50, ge=2, multiple_of=2, description="NES probes per gradient estimate (antithetic pairs)")
-    sigma: float = Field(0.001, gt=0, description="NES probe standard deviation in [-1, 1] amplitude units")
-    samples_batch: int = Field(50, ge=2, multiple_of=2,
-                               description="probes per utterance per oracle call (divides samples)")
-    prior: NESPrior = Field("spectral", description=NES_PRIOR_HELP)
+class PGDNESParams(NESSampling, StepSize.with_defaults(step_size=0.0002), Steps.with_defaults(steps=100, descriptions={
+        "steps": "iterations per restart ((samples + 1) queries each)"}), PGDParams):
     momentum: float = Field(0.9, ge=0, lt=1, description="the step follows g ← μ·g + (1 − μ)·ĝ: averaging the noisy "
                                                         "NES estimates over steps (0 = plain PGD on each estimate)")
-
-    @model_validator(mode="after")
-    def _divides(self):
-        if self.samples % min(self.samples_batch, self.samples):
-            raise ValueError("samples_batch must divide samples")
-        return self
 
 
 class PGDNES(PGD):
@@ -176,6 +159,7 @@ class PGDNES(PGD):
     name = "pgd-nes"
     Params = PGDNESParams
     knowledge = Knowledge.SCORES
+    estimates_threshold = True
 
     def prepare(self, oracle, x) -> None:
         ensure_threshold(oracle, x, self.params.epsilon)
@@ -203,6 +187,3 @@ class PGDNES(PGD):
             grad = p.momentum * self._avg + (1 - p.momentum) * grad
         self._avg = grad
         return loss_at_x, grad, seen["dec"]
-
-    def extra(self, oracle) -> dict:
-        return {"threshold_estimate": oracle.estimated_threshold} if oracle.task.has_threshold else {}

@@ -17,16 +17,14 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from sec4sr_core.interfaces import Attack, AttackResult, Knowledge
-from sec4sr_core.losses import success
-from sec4sr_core.params import Params
+from sec4sr_core.sdk import Kappa, LinfBall, QueryBudget
 
-from .common import Best, affordable, check_labels, ensure_threshold, objective
+from .common import Best, ScoreBased
 
 
-class SirenParams(Params):
-    epsilon: float = Field(0.002, gt=0, le=1, description="L∞ bound in [-1, 1] amplitude units")
-    kappa: float = Field(0.0, ge=0, description="confidence κ of the margin loss (score units)")
+class SirenParams(QueryBudget, Kappa, LinfBall):
+    """SirenAttack: ε, κ, the swarm, its schedule, early stop and a query budget."""
+
     max_epoch: int = Field(300, ge=1, description="epochs (swarm re-seeding rounds)")
     max_iter: int = Field(30, ge=1, description="PSO iterations per epoch")
     n_particles: int = Field(25, ge=2, description="particles per utterance")
@@ -37,25 +35,19 @@ class SirenParams(Params):
     abort_early: bool = Field(True, description="stop utterances whose best loss stopped falling")
     abort_early_iter: int = Field(10, ge=1, description="iterations between inner early-stop checks")
     abort_early_epoch: int = Field(10, ge=1, description="epochs between outer early-stop checks")
-    max_queries: int | None = Field(None, ge=1, description="query budget per utterance (None = unbounded)")
 
 
-class Siren(Attack):
+class Siren(ScoreBased):
     """SirenAttack: particle swarm optimisation in an L∞ ball (score-based; estimated threshold on SV/OSI)."""
 
     name = "siren"
     Params = SirenParams
-    knowledge = Knowledge.SCORES
-    norm = "linf"
 
-    def run(self, oracle, x, y, targeted=False) -> AttackResult:
+    def perturb(self, oracle, x, goal):
         p = self.params
-        x = x.to(oracle.device)
-        y = y.to(oracle.device).long()
-        check_labels(oracle, y, targeted)
         n, dev, dt = x.shape[0], x.device, x.dtype
-        ensure_threshold(oracle, x, p.epsilon, max_queries=p.max_queries)
-        loss_fn = objective(oracle, "margin", targeted, p.kappa)
+        self.estimate_threshold(oracle, x)
+        loss_fn = goal.objective(oracle, "margin", p.kappa)
         gen = oracle.generator
         m = p.n_particles
         lo = torch.maximum(-1 - x, torch.full_like(x, -p.epsilon)).unsqueeze(1)  # (n, 1, 1, T)
@@ -89,14 +81,14 @@ class Siren(Attack):
             iter_prev = torch.full((n,), float("inf"), device=dev, dtype=dt)
             running = active.clone()
             for it in range(p.max_iter):
-                running &= affordable(oracle, m + 1, p.max_queries)
+                running &= self.affordable(oracle, m + 1)
                 idx = all_idx[running]
                 if idx.numel() == 0:
                     break
                 k = idx.numel()
                 probes = (x[idx].unsqueeze(1) + pos[idx]).transpose(0, 1).reshape((m * k,) + tuple(x.shape[1:]))
                 scores, dec = oracle.scores_and_decisions(probes, owners=idx.repeat(m).cpu())
-                loss = loss_fn(scores, y[idx].repeat(m)).view(m, k).T  # (k, m)
+                loss = loss_fn(scores, goal.labels(idx).repeat(m)).view(m, k).T  # (k, m)
                 dec = dec.view(m, k).T
                 improved = loss < pbest[idx]
                 pb = torch.where(improved, loss, pbest[idx])
@@ -111,7 +103,7 @@ class Siren(Attack):
                 gbest_pos[rows] = pos[rows, arg[better]].unsqueeze(1)
                 cand_dec = dec[torch.arange(k, device=dev), arg]
                 cand = x[idx] + pos[idx, arg]
-                best.update(cand, val, success(cand_dec, y[idx], targeted), cand_dec, idx)
+                best.update(cand, val, goal.met(cand_dec, idx), cand_dec, idx)
                 done = best.ok[idx] & (best.loss[idx] < 0)
                 active[idx[done]] = False
                 running[idx[done]] = False
@@ -133,7 +125,6 @@ class Siren(Attack):
                 active &= ~stalled
                 if not bool(active.any()):
                     break
-            if not bool(affordable(oracle, m + 1, p.max_queries).any()):
+            if not bool(self.affordable(oracle, m + 1).any()):
                 break
-        extra = {"threshold_estimate": oracle.estimated_threshold} if oracle.task.has_threshold else {}
-        return best.result(oracle, y, targeted, **extra)
+        return best.crafted()

@@ -14,16 +14,12 @@ ImageNet setting: at ε = 0.002 on 3 s of speech a GE2E trial needs thousands of
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from pydantic import Field
 
-from sec4sr_core.interfaces import Attack, AttackResult, Knowledge
-from sec4sr_core.losses import success
-from sec4sr_core.params import Params
+from sec4sr_core.sdk import Kappa, LinfBall, LossChoice, QueryBudget
 
-from .common import Best, affordable, check_labels, ensure_threshold, objective
+from .common import Best, ScoreBased
 
 _SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -34,42 +30,35 @@ def window_fraction(p_init: float, it: int, max_iter: int) -> float:
     return p_init / (2 ** sum(i > s for s in _SCHEDULE))
 
 
-class SquareParams(Params):
-    epsilon: float = Field(0.002, gt=0, le=1, description="L∞ bound in [-1, 1] amplitude units")
+class SquareParams(QueryBudget, Kappa, LossChoice.with_defaults(loss="margin"), LinfBall):
+    """Square Attack: ε, loss and κ, iterations, the first window fraction and a query budget."""
+
     max_iter: int = Field(5000, ge=1, description="iterations (one query per active utterance each)")
     p_init: float = Field(0.1, gt=0, le=1, description="initial fraction of the samples changed per proposal")
-    loss: Literal["ce", "margin"] = Field("margin", description="objective; SV/OSI always use the margin loss")
-    kappa: float = Field(0.0, ge=0, description="confidence κ of the margin loss (score units)")
-    max_queries: int | None = Field(None, ge=1, description="query budget per utterance (None = max_iter bound)")
 
 
-class Square(Attack):
+class Square(ScoreBased):
     """Square Attack: random-search L∞ attack with shrinking windows (score-based)."""
 
     name = "square"
     Params = SquareParams
-    knowledge = Knowledge.SCORES
-    norm = "linf"
 
-    def run(self, oracle, x, y, targeted=False) -> AttackResult:
+    def perturb(self, oracle, x, goal):
         p = self.params
-        x = x.to(oracle.device)
-        y = y.to(oracle.device).long()
-        check_labels(oracle, y, targeted)
         n, t, dev = x.shape[0], x.shape[-1], x.device
-        ensure_threshold(oracle, x, p.epsilon, max_queries=p.max_queries)
-        loss_fn = objective(oracle, p.loss, targeted, p.kappa)
+        self.estimate_threshold(oracle, x)
+        loss_fn = goal.objective(oracle, p.loss, p.kappa)
         gen = oracle.generator
         sign = torch.randint(0, 2, x.shape, generator=gen, device=dev).to(x.dtype) * 2 - 1
         adv = (x + p.epsilon * sign).clamp(-1.0, 1.0)
         scores, dec = oracle.scores_and_decisions(adv)
-        cur = loss_fn(scores, y)
+        cur = loss_fn(scores, goal.y)
         best = Best(x)
-        best.update(adv, cur, success(dec, y, targeted), dec)
+        best.update(adv, cur, goal.met(dec), dec)
         all_idx = torch.arange(n, device=dev)
         pos = torch.arange(t, device=dev).view(1, 1, -1)
         for it in range(p.max_iter):
-            active = ~(best.ok & (best.loss < 0)) & affordable(oracle, 1, p.max_queries)
+            active = ~(best.ok & (best.loss < 0)) & self.affordable(oracle, 1)
             idx = all_idx[active]
             if idx.numel() == 0:
                 break
@@ -80,11 +69,10 @@ class Square(Attack):
             window = (pos >= start) & (pos < start + h)
             cand = torch.where(window, (x[idx] + p.epsilon * s).clamp(-1.0, 1.0), adv[idx])
             scores, dec = oracle.scores_and_decisions(cand, owners=idx.cpu())
-            loss = loss_fn(scores, y[idx])
+            loss = loss_fn(scores, goal.labels(idx))
             better = loss < cur[idx]
             rows = idx[better]
             adv[rows] = cand[better]
             cur[rows] = loss[better]
-            best.update(cand, loss, success(dec, y[idx], targeted), dec, idx)
-        extra = {"threshold_estimate": oracle.estimated_threshold} if oracle.task.has_threshold else {}
-        return best.result(oracle, y, targeted, **extra)
+            best.update(cand, loss, goal.met(dec, idx), dec, idx)
+        return best.crafted()

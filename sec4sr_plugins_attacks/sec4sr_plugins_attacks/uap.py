@@ -1,54 +1,58 @@
 """Universal adversarial perturbation (white-box): one L∞-bounded perturbation crafted on a set of utterances and
 added, unchanged, to unseen ones.
 
-The crafting set is ``craft_size`` utterances of ``craft_split`` of ``craft_dataset`` (by default the embedded
-corpus' ``dev`` split, disjoint from the ``test`` utterances attacked), cropped or padded to the attacked length.
-Their labels are the system's own benign decisions (untargeted: move every one away from it) or the target
-(targeted: one perturbation per distinct target). Crafting is PGD on the **sum** of the per-utterance losses:
-``δ ← clip_{[−ε, ε]}(δ − α·sign(Σ_i ∇ max(loss(clip(x_i + δ)), −s)))``, ``steps`` passes in batches of
+The crafting set is ``craft_size`` utterances of ``craft_split`` of ``craft_dataset`` (by default the ``dev`` split
+of the dataset the attacked utterances come from, disjoint from its ``test`` utterances), cropped or padded to the
+attacked length. The attack only *declares* that set (:meth:`UAP.crafting_request`); the core loads it
+(:mod:`sec4sr_core.compose.crafting`, called by the study before each run) and hands it over with
+``set_crafting``, and a Python caller passes its own: ``attack("uap")(system, x, y, crafting=waves)`` (every
+utterance handed over is used). With none handed over, the attack crafts on the attacked batch itself and says so
+(a warning, and ``extra["crafting"] = "attacked batch"``): then the perturbation is universal over the batch only.
+
+Labels of the crafting set are the system's own benign decisions (untargeted: move every one away from it) or the
+target (targeted: one perturbation per distinct target). Crafting is PGD on the **sum** of the per-utterance
+losses: ``δ ← clip_{[−ε, ε]}(δ − α·sign(Σ_i ∇ max(loss(clip(x_i + δ)), −s)))``, ``steps`` passes in batches of
 ``craft_batch``; the margin loss saturates at ``−s`` (``saturation``) so utterances already moved stop steering δ.
 
 With ``period`` P > 0 (default 1600 samples, 0.1 s) δ is a P-sample pattern tiled over the utterance, and every
 crafting batch sees it at a fresh random offset: the perturbation is shift-invariant, so it does not depend on
 where an unseen utterance starts. At ε = 0.002 only this form moved GE2E at all (``docs/attacks.md``): a
 full-length δ (``period=0``) lowered the margins of unseen trials but flipped none.
-A perturbation is cached per (parameters, length, task, target, system fingerprint) within the process, so every
-batch of a study reuses it; the crafting queries are charged, spread evenly, to the first batch's utterances.
+A perturbation is cached per (parameters, length, task, target, system and crafting-set fingerprint) within the
+process, so every batch of a study reuses it; the crafting queries are charged, spread evenly, to the first
+batch's utterances.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+import warnings
 
 import torch
 from pydantic import Field
 
-from sec4sr_core.interfaces import Attack, AttackResult, Knowledge
-from sec4sr_core.losses import success
-from sec4sr_core.params import Params
-
-from .common import check_labels, objective
+from sec4sr_core.sdk import (
+    Attack, Crafted, CraftingRequest, Kappa, Knowledge, LinfBall, LossChoice, Steps, StepSize, fit_length,
+)
 
 _CACHE: dict[tuple, torch.Tensor] = {}
 
 
-class UAPParams(Params):
-    epsilon: float = Field(0.002, gt=0, le=1, description="L∞ bound in [-1, 1] amplitude units")
-    step_size: float = Field(0.0002, gt=0, description="step α per pass in [-1, 1] amplitude units")
-    steps: int = Field(40, ge=1, description="passes over the crafting set")
+class UAPParams(Kappa, LossChoice.with_defaults(loss="margin"), StepSize.with_defaults(step_size=0.0002),
+                Steps.with_defaults(steps=40, descriptions={"steps": "passes over the crafting set"}), LinfBall):
+    """UAP: ε, passes and step α, the tiling period, the crafting set, loss, saturation and κ."""
+
     period: int = Field(1600, ge=0, description="length in samples of the tiled, shift-invariant pattern "
                                                 "(0 = one full-length perturbation)")
-    craft_dataset: str = Field("embedded", description="dataset spec or folder of the crafting utterances")
+    craft_dataset: str | None = Field(None, description="dataset spec or folder of the crafting utterances "
+                                                        "(None = the dataset the attacked utterances come from)")
     craft_split: str = Field("dev", description="split of the crafting utterances (disjoint from the attacked)")
-    craft_size: int = Field(32, ge=1, description="number of crafting utterances")
+    craft_size: int = Field(32, ge=1, description="number of crafting utterances the core loads")
     craft_batch: int = Field(16, ge=1, description="crafting utterances per forward+backward")
-    loss: Literal["ce", "margin"] = Field("margin", description="objective; SV/OSI always use the margin loss")
     saturation: float = Field(0.05, ge=0, description="margin loss only: crafting stops pushing an utterance once its "
                                                       "loss is below −saturation, so the pattern serves the "
                                                       "utterances it has not moved yet")
-    kappa: float = Field(0.0, ge=0, description="confidence κ of the margin loss (score units)")
 
 
 class UAP(Attack):
@@ -59,19 +63,18 @@ class UAP(Attack):
     knowledge = Knowledge.WHITE_BOX
     norm = "linf"
 
-    def crafting_set(self, length: int) -> torch.Tensor:
-        from sec4sr_core.audio import load_batch
-        from sec4sr_core.errors import ParameterError
-        from sec4sr_core.runner import resolve_dataset
-
+    def crafting_request(self) -> CraftingRequest:
         p = self.params
-        ds = resolve_dataset(p.craft_dataset)
-        if p.craft_split not in ds.split_names():
-            raise ParameterError(f"uap: dataset {p.craft_dataset!r} has no split {p.craft_split!r}")
-        utts = ds.split(p.craft_split)[: p.craft_size]
-        if not utts:
-            raise ParameterError(f"uap: split {p.craft_split!r} of {p.craft_dataset!r} is empty")
-        return load_batch([u.path for u in utts], length)
+        return CraftingRequest(p.craft_dataset, p.craft_split, p.craft_size)
+
+    def crafting_set(self, x: torch.Tensor) -> tuple[torch.Tensor, str | None]:
+        """The crafting waveforms (N, 1, T) at the length and on the device of ``x`` (B, 1, T), and the fallback
+        label (None when they were handed over)."""
+        if self.crafting is None:
+            warnings.warn("uap: no crafting utterances were handed over (the study's core or "
+                          "crafting=... does that); crafting on the attacked batch itself", stacklevel=4)
+            return x, "attacked batch"
+        return fit_length(self.crafting, x.shape[-1]).to(x.device, x.dtype), None
 
     def pattern_length(self, length: int) -> int:
         p = self.params
@@ -110,22 +113,19 @@ class UAP(Attack):
             delta = (delta - p.step_size * total.sign()).clamp(-p.epsilon, p.epsilon)
         return delta
 
-    def run(self, oracle, x, y, targeted=False) -> AttackResult:
+    def perturb(self, oracle, x, goal):
         p = self.params
-        x = x.to(oracle.device)
-        y = y.to(oracle.device).long()
-        check_labels(oracle, y, targeted)
-        loss_fn = objective(oracle, p.loss, targeted, p.kappa)
+        loss_fn = goal.objective(oracle, p.loss, p.kappa)
         craft_loss = loss_fn
         if p.loss == "margin" or oracle.task.has_threshold:
             def craft_loss(scores, labels):
                 return loss_fn(scores, labels).clamp(min=-p.saturation)
-        xc = self.crafting_set(x.shape[-1]).to(x.device)
+        xc, fallback = self.crafting_set(x)
         owners = torch.arange(xc.shape[0]) % oracle.n
         scores_c, dec_c = oracle.scores_and_decisions(xc, owners=owners)
         fingerprint = hashlib.sha256(scores_c.double().cpu().numpy().round(5).tobytes()).hexdigest()[:16]
         base = (json.dumps(p.model_dump(), sort_keys=True), x.shape[-1], oracle.task.value, fingerprint)
-        goals = sorted(set(y.tolist())) if targeted else [None]
+        goals = sorted(set(goal.y.tolist())) if goal.targeted else [None]
         deltas = {}
         for g in goals:
             key = base + (g,)
@@ -133,13 +133,13 @@ class UAP(Attack):
                 labels = dec_c if g is None else torch.full_like(dec_c, g)
                 _CACHE[key] = self.craft(oracle, xc, labels, craft_loss).detach()
             deltas[g] = _CACHE[key]
-        if targeted:
-            pick = torch.tensor([goals.index(v) for v in y.tolist()], device=x.device)
+        if goal.targeted:
+            pick = torch.tensor([goals.index(v) for v in goal.y.tolist()], device=x.device)
             delta = torch.cat([self.tile(deltas[g], x.shape[-1]) for g in goals])[pick]
         else:
             delta = self.tile(deltas[None], x.shape[-1])
         adv = (x + delta).clamp(-1.0, 1.0)
         with torch.no_grad():
             _, dec = oracle.scores_and_decisions(adv)
-        return AttackResult(adv, success(dec, y, targeted).cpu(), oracle.queries.clone(), dec.cpu(),
-                            {"universal": True})
+        extra = {"universal": True} if fallback is None else {"universal": True, "crafting": fallback}
+        return Crafted(adv, dec, extra)

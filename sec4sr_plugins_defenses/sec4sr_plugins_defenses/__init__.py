@@ -8,7 +8,7 @@ mp3-c``; each a component whose defaults are the study's setting), Feature Compr
 
 from __future__ import annotations
 
-from sec4sr_core import Preset, hookimpl
+from sec4sr_core.sdk import Preset, hookimpl
 
 _M = "sec4sr_plugins_defenses"
 

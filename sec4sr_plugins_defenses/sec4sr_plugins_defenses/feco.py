@@ -34,9 +34,9 @@ from typing import Literal
 import torch
 from pydantic import Field, field_validator
 
-from sec4sr_core.errors import ParameterError
-from sec4sr_core.interfaces import Defense
-from sec4sr_core.params import Params
+from sec4sr_core.sdk import ParameterError
+from sec4sr_core.sdk import Defense
+from sec4sr_core.sdk import Params
 
 
 def n_clusters(frames: int, ratio: float) -> int:

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from sec4sr_core.interfaces import SAMPLE_RATE, Defense
-from sec4sr_core.params import Params
+from sec4sr_core.sdk import SAMPLE_RATE, Defense
+from sec4sr_core.sdk import Params
 
 from .time_domain import _check_wave, by_rows
 

@@ -28,14 +28,14 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 
-from sec4sr_core.interfaces import Defense
-from sec4sr_core.params import Params
+from sec4sr_core.sdk import Defense
+from sec4sr_core.sdk import Params
 
 INT16 = 32768.0
 
 
 def _check_wave(x: torch.Tensor, name: str) -> None:
-    from sec4sr_core.errors import ParameterError
+    from sec4sr_core.sdk import ParameterError
 
     if x.dim() != 3 or x.shape[1] != 1:
         raise ParameterError(f"{name}: expected a waveform batch (B, 1, T), got shape {tuple(x.shape)}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sec4sr_core import hookimpl
+from sec4sr_core.sdk import hookimpl
 
 
 @hookimpl

@@ -17,10 +17,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from sec4sr_core.errors import Sec4srError
-from sec4sr_core.interfaces import SpeakerModel, Task
-from sec4sr_core.params import Params
-from sec4sr_core.store_models import load_state, read_torch_file
+from sec4sr_core.sdk import Sec4srError
+from sec4sr_core.sdk import SpeakerModel, Task
+from sec4sr_core.sdk import Params
+from sec4sr_core.sdk import load_state, read_torch_file
 
 from .frontends import LogMel
 from .trainable import Trainable
@@ -64,7 +64,8 @@ class AudioNet(Trainable, SpeakerModel):
 
     name = "audionet"
     Params = AudioNetParams
-    levels = ("wave", "raw", "final")
+    #: wave (B, 1, T) -> raw log-mel (B, frames, n_mels) = final
+    stages = (("raw", "compute_logmel"), ("final", None))
     output = "logits"
     tasks = (Task.CSI_NE,)
     train_defaults = {"epochs": 10, "lr": 2e-3, "batch_size": 16, "crop_s": 2.0}
@@ -103,13 +104,9 @@ class AudioNet(Trainable, SpeakerModel):
         self.set_classes(ids)
         load_state(self, state, str(self.params.checkpoint))
 
-    def to_level(self, x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
-        i, j = self.levels.index(self.check_level(src)), self.levels.index(self.check_level(dst))
-        if i > j:
-            raise Sec4srError(f"cannot go back from level {src!r} to {dst!r}")
-        if i == 0 and j > 0:
-            x = self.logmel(x)
-        return x
+    def compute_logmel(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T) waveform -> (B, frames, n_mels) pre-emphasised log-mel power."""
+        return self.logmel(wave)
 
     def head(self, final: torch.Tensor) -> torch.Tensor:
         """Logits (B, classes) of log-mel frames (B, T, n_mels)."""

@@ -22,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-from sec4sr_core.errors import Sec4srError
+from sec4sr_core.sdk import Sec4srError
 
 
 class PLDABackend(nn.Module):

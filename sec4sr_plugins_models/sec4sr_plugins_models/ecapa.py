@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from sec4sr_core.errors import Sec4srError
-from sec4sr_core.interfaces import SpeakerModel, Task
-from sec4sr_core.params import Params
-from sec4sr_core.store_models import load_state, read_torch_file
+from sec4sr_core.sdk import Sec4srError
+from sec4sr_core.sdk import SpeakerModel, Task
+from sec4sr_core.sdk import Params
+from sec4sr_core.sdk import load_state, read_torch_file
 
 from .frontends import KaldiFbank
 from .trainable import Trainable
@@ -151,7 +151,8 @@ class ECAPA(Trainable, SpeakerModel):
 
     name = "ecapa"
     Params = EcapaParams
-    levels = ("wave", "raw", "final")
+    #: wave (B, 1, T) -> raw 80-d Kaldi fbank (B, frames, n_mels) -> final (utterance mean removed)
+    stages = (("raw", "compute_fbank"), ("final", "normalize_mean"))
     output = "embedding"
     tasks = (Task.CSI_E, Task.SV, Task.OSI)
     train_defaults = {"epochs": 4, "lr": 2e-3, "batch_size": 16, "crop_s": 2.0, "min_crop_s": 1.3}
@@ -196,15 +197,13 @@ class ECAPA(Trainable, SpeakerModel):
         load_state(self, state, str(path))
 
     # -- levels ------------------------------------------------------------------------------------------------------
-    def to_level(self, x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
-        i, j = self.levels.index(self.check_level(src)), self.levels.index(self.check_level(dst))
-        if i > j:
-            raise Sec4srError(f"cannot go back from level {src!r} to {dst!r}")
-        if i == 0 and j >= 1:
-            x = self.fbank(x, self.generator)
-        if i <= 1 < j:
-            x = x - x.mean(dim=1, keepdim=True)
-        return x
+    def compute_fbank(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T) waveform -> (B, frames, n_mels) log Kaldi fbank (dither from ``self.generator`` if enabled)."""
+        return self.fbank(wave, self.generator)
+
+    def normalize_mean(self, raw: torch.Tensor) -> torch.Tensor:
+        """Remove each utterance's mean over frames (B, frames, n_mels) -> same shape."""
+        return raw - raw.mean(dim=1, keepdim=True)
 
     # -- network -----------------------------------------------------------------------------------------------------
     def head(self, final: torch.Tensor) -> torch.Tensor:

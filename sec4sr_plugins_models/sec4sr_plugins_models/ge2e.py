@@ -26,10 +26,10 @@ import torchaudio.functional as AF
 from pydantic import Field
 from torch import nn
 
-from sec4sr_core.errors import Sec4srError
-from sec4sr_core.interfaces import SpeakerModel, Task
-from sec4sr_core.params import Params
-from sec4sr_core.store_models import load_state, read_torch_file
+from sec4sr_core.sdk import Sec4srError
+from sec4sr_core.sdk import SpeakerModel, Task
+from sec4sr_core.sdk import Params
+from sec4sr_core.sdk import load_state, read_torch_file
 
 SR = 16000
 HOP = 160
@@ -65,7 +65,8 @@ class GE2E(SpeakerModel):
 
     name = "ge2e"
     Params = GE2EParams
-    levels = ("wave", "final")
+    #: wave (B, 1, T) -> final mel power (B, frames, 40) of the volume-normalised, padded wave
+    stages = (("final", "compute_mel"),)
     output = "embedding"
     tasks = (Task.CSI_E, Task.SV, Task.OSI)
 
@@ -110,11 +111,10 @@ class GE2E(SpeakerModel):
         power = spec.real.pow(2) + spec.imag.pow(2)  # (B, freqs, frames)
         return torch.matmul(power.transpose(1, 2), self.mel_fb)
 
-    def to_level(self, x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
-        self.check_level(src), self.check_level(dst)
-        if src == dst:
-            return x
-        wave = x.reshape(x.shape[0], -1)
+    def compute_mel(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T) waveform -> (B, frames, 40) mel power: resemblyzer's volume normalisation (if
+        ``normalize_volume``) and padding to whole partial utterances, then :meth:`mel`."""
+        wave = wave.reshape(wave.shape[0], -1)
         if self.params.normalize_volume:
             rms = wave.pow(2).mean(dim=1, keepdim=True).clamp_min(1e-20).sqrt()
             gain = (10 ** (-30 / 20) / rms).clamp(min=1.0)

@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from sec4sr_core.errors import NotTrainedError, Sec4srError
-from sec4sr_core.interfaces import SpeakerModel, Task
-from sec4sr_core.params import Params
-from sec4sr_core.store_models import checkpoint_path, load_state, read_torch_file, save_checkpoint
+from sec4sr_core.sdk import NotTrainedError, Sec4srError
+from sec4sr_core.sdk import SpeakerModel, Task
+from sec4sr_core.sdk import Params
+from sec4sr_core.sdk import checkpoint_path, load_state, read_torch_file, save_checkpoint
 
 from . import kaldi_io
 from .backend import PLDABackend
@@ -55,7 +55,8 @@ class IVector(SpeakerModel):
 
     name = "ivector"
     Params = IvectorParams
-    levels = ("wave", "raw", "delta", "cmvn", "final")
+    #: wave (B, 1, T) -> raw MFCC (B, frames, num_ceps) -> delta (+Δ+ΔΔ, 3·num_ceps) -> cmvn (sliding CMN) -> final
+    stages = (("raw", "compute_mfcc"), ("delta", "add_deltas"), ("cmvn", "normalize_mean"), ("final", None))
     output = "embedding"
     tasks = (Task.CSI_E, Task.SV, Task.OSI)
     needs_training = True
@@ -176,19 +177,17 @@ class IVector(SpeakerModel):
         kaldi_io.write_matrix(folder / "transform.txt", b.lda.double().cpu())
 
     # -- levels ------------------------------------------------------------------------------------------------------
-    def to_level(self, x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
-        i, j = self.levels.index(self.check_level(src)), self.levels.index(self.check_level(dst))
-        if i > j:
-            raise Sec4srError(f"cannot go back from level {src!r} to {dst!r}")
-        for k in range(i, j):
-            step = self.levels[k + 1]
-            if step == "raw":
-                x = self.mfcc(x, self.generator)
-            elif step == "delta":
-                x = deltas(x, order=2, window=3)
-            elif step == "cmvn":
-                x = sliding_cmn(x, self.params.cmn_window)
-        return x
+    def compute_mfcc(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T) waveform -> (B, frames, num_ceps) Kaldi MFCCs (dither from ``self.generator`` if enabled)."""
+        return self.mfcc(wave, self.generator)
+
+    def add_deltas(self, raw: torch.Tensor) -> torch.Tensor:
+        """(B, frames, num_ceps) -> (B, frames, 3·num_ceps): MFCC, Δ, ΔΔ (Kaldi window 3)."""
+        return deltas(raw, order=2, window=3)
+
+    def normalize_mean(self, delta: torch.Tensor) -> torch.Tensor:
+        """Sliding cepstral mean normalisation over ``cmn_window`` frames (shape kept)."""
+        return sliding_cmn(delta, self.params.cmn_window)
 
     # -- head --------------------------------------------------------------------------------------------------------
     def log_likelihoods(self, frames: torch.Tensor) -> torch.Tensor:
@@ -243,7 +242,7 @@ class IVector(SpeakerModel):
     def fit(self, dataset: Any, seed: int = 0, progress: bool = True, split: str = "train",
             length_s: float | None = None) -> dict[str, Any]:
         """Train UBM, total-variability matrix, LDA and PLDA on ``dataset``'s ``split``. Returns statistics."""
-        from sec4sr_core.audio import load_audio
+        from sec4sr_core.sdk import load_audio
         from tqdm import tqdm
 
         utts = dataset.split(split)

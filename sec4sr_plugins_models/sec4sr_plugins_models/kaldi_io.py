@@ -6,7 +6,7 @@
 * ``plda.txt`` — ``<Plda> [mean] [transform rows] [psi] </Plda>``
 * ``mean.vec`` — ``[ v1 v2 ... ]``; ``transform.txt`` — ``[ rows ]`` (D_out × (D_in + 1), last column an offset)
 
-Malformed files raise :class:`~sec4sr_core.errors.Sec4srError` naming the file and what was expected.
+Malformed files raise :class:`~sec4sr_core.base.errors.Sec4srError` naming the file and what was expected.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from sec4sr_core.errors import Sec4srError
+from sec4sr_core.sdk import Sec4srError
 
 _TOKEN = re.compile(r"<[^>\s]+>|\[|\]|\n|[^\s\[\]]+")
 

@@ -7,7 +7,7 @@ A trainable neural backbone (AudioNet, x-vector, ECAPA) implements:
 * optionally :meth:`Trainable.train_loss` (cross-entropy by default; ECAPA uses AAM-softmax) and
   :meth:`Trainable.after_training` (x-vector fits its PLDA back-end there).
 
-The generic loop in :mod:`sec4sr_core.training` uses only these names, so the core never imports this package.
+The generic loop in :mod:`sec4sr_core.study.training` uses only these names, so the core never imports this package.
 The class count is read from a checkpoint before its weights are loaded (:meth:`adapt_to_checkpoint`), so a model
 trained on any number of speakers loads without knowing that number in advance.
 """
@@ -19,8 +19,8 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
-from sec4sr_core.errors import NotTrainedError
-from sec4sr_core.store_models import checkpoint_path, load_state, read_torch_file
+from sec4sr_core.sdk import NotTrainedError
+from sec4sr_core.sdk import checkpoint_path, load_state, read_torch_file
 
 
 def train_command(model: Any, tag: str = "") -> str:
@@ -71,7 +71,7 @@ class Trainable:
                                   f"run `{train_command(self, tag)}`")
         payload = read_torch_file(path)
         if not isinstance(payload, dict) or "state_dict" not in payload:
-            from sec4sr_core.errors import Sec4srError
+            from sec4sr_core.sdk import Sec4srError
 
             raise Sec4srError(f"checkpoint {path} is not a sec4sr checkpoint (no state_dict)")
         extra = payload.get("extra") or {}

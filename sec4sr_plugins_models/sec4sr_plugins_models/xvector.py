@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from sec4sr_core.errors import Sec4srError
-from sec4sr_core.interfaces import SpeakerModel, Task
-from sec4sr_core.params import Params
-from sec4sr_core.store_models import load_state, read_torch_file
+from sec4sr_core.sdk import Sec4srError
+from sec4sr_core.sdk import SpeakerModel, Task
+from sec4sr_core.sdk import Params
+from sec4sr_core.sdk import load_state, read_torch_file
 
 from . import kaldi_io
 from .backend import PLDABackend
@@ -57,7 +57,8 @@ class XVector(Trainable, SpeakerModel):
 
     name = "xvector"
     Params = XvectorParams
-    levels = ("wave", "raw", "cmvn", "final")
+    #: wave (B, 1, T) -> raw MFCC (B, frames, num_ceps) -> cmvn (sliding CMN) -> final
+    stages = (("raw", "compute_mfcc"), ("cmvn", "normalize_mean"), ("final", None))
     output = "embedding"
     tasks = (Task.CSI_E, Task.SV, Task.OSI)
     train_defaults = {"epochs": 4, "lr": 1e-3, "batch_size": 16, "crop_s": 1.5}
@@ -112,17 +113,13 @@ class XVector(Trainable, SpeakerModel):
                                 plda.mean, plda.transform, plda.psi)
 
     # -- levels ------------------------------------------------------------------------------------------------------
-    def to_level(self, x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
-        i, j = self.levels.index(self.check_level(src)), self.levels.index(self.check_level(dst))
-        if i > j:
-            raise Sec4srError(f"cannot go back from level {src!r} to {dst!r}")
-        for k in range(i, j):
-            step = self.levels[k + 1]
-            if step == "raw":
-                x = self.mfcc(x, self.generator)
-            elif step == "cmvn":
-                x = sliding_cmn(x, self.params.cmn_window)
-        return x
+    def compute_mfcc(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T) waveform -> (B, frames, num_ceps) Kaldi MFCCs (dither from ``self.generator`` if enabled)."""
+        return self.mfcc(wave, self.generator)
+
+    def normalize_mean(self, raw: torch.Tensor) -> torch.Tensor:
+        """Sliding cepstral mean normalisation over ``cmn_window`` frames (shape kept)."""
+        return sliding_cmn(raw, self.params.cmn_window)
 
     # -- network -----------------------------------------------------------------------------------------------------
     def xvector(self, final: torch.Tensor) -> torch.Tensor:
@@ -152,7 +149,7 @@ class XVector(Trainable, SpeakerModel):
     @torch.no_grad()
     def after_training(self, dataset: Any, config: Any) -> dict[str, Any]:
         """Fit the LDA/PLDA back-end on the x-vectors of the training split (model in eval mode)."""
-        from sec4sr_core.audio import load_batch
+        from sec4sr_core.sdk import load_batch
 
         was = self.training
         self.eval()

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from sec4sr_core.interfaces import SpeakerModel, Task
-from sec4sr_core.system import DefendedSystem, SpeakerSystem
+from sec4sr_core.sdk.interfaces import SpeakerModel, Task
+from sec4sr_core.sdk.system import DefendedSystem, SpeakerSystem
 
 T = 1600  # 0.1 s
 S = 4

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from sec4sr_core.cli import main
-from sec4sr_core.interfaces import Knowledge
-from sec4sr_core.plugins import get_registry
+from sec4sr_core.sdk.interfaces import Knowledge
+from sec4sr_core.plugins.manager import get_registry
 
 ATTACKS = {"fgsm", "pgd", "cwinf", "cw2", "fakebob", "siren", "kenan", "apgd", "square", "hsja", "uap", "pgd-nes"}
 PRESETS = {"fgsm", "pgd-10", "pgd-20", "pgd-30", "pgd-40", "pgd-50", "pgd-100", "cwinf-0", "cw2-0", "cw2-2", "cw2-5",

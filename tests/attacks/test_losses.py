@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from sec4sr_core.errors import ParameterError
-from sec4sr_core.losses import ce_loss, margin_loss, resolve_loss
+from sec4sr_core.base.errors import ParameterError
+from sec4sr_core.sdk.losses import ce_loss, margin_loss, resolve_loss
 
 S = torch.tensor([[0.9, 0.2, 0.5], [0.1, 0.3, -0.4], [0.2, 0.6, 0.7]])
 TH = 0.4

@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sec4sr_core
-from sec4sr_core.errors import KnowledgeError, ParameterError
-from sec4sr_core.interfaces import Knowledge
-from sec4sr_core.oracle import make_oracle
+from sec4sr_core.base.errors import KnowledgeError, ParameterError
+from sec4sr_core.compose.crafting import provide_crafting
+from sec4sr_core.sdk.interfaces import Knowledge
+from sec4sr_core.sdk.oracle import make_oracle
 
 from .conftest import speech_like, toy_system
 
@@ -41,7 +42,9 @@ def loud(name, params, eps=0.05):
 
 
 def run(system, name, params, x, y, targeted=False, seed=0, eot=1):
+    """Build ``name`` and run it as the study does: crafting data (UAP) from the core, then ``run``."""
     atk = sec4sr_core.attack(name, **params)
+    provide_crafting(atk, length=x.shape[-1])
     oracle = make_oracle(system, atk.knowledge, n=x.shape[0], eot=eot, seed=seed)
     return atk, oracle, atk.run(oracle, x, y, targeted=targeted)
 

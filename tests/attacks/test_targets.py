@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sec4sr_core.errors import Sec4srError
-from sec4sr_core.interfaces import Task
-from sec4sr_core.targets import choose_targets, targets_from_scores
+from sec4sr_core.base.errors import Sec4srError
+from sec4sr_core.sdk.interfaces import Task
+from sec4sr_core.compose.targets import choose_targets, targets_from_scores
 
 IDS = [f"s0{i}/s0{i}_0{j}" for i in range(1, 4) for j in range(3)]
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sec4sr_core.plugins import get_registry
+from sec4sr_core.plugins.manager import get_registry
 from sec4sr_core.testing import check_registered, registered
 
 #: (kind, name) -> keyword arguments for the check (``params=`` among them)

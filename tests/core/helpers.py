@@ -18,10 +18,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from sec4sr_core.interfaces import Defense, SpeakerModel, Task
-from sec4sr_core.params import Params
-from sec4sr_core.plugins import register_plugin, unregister_plugin
-from sec4sr_core.system import SpeakerSystem
+from sec4sr_core.sdk.interfaces import Defense, SpeakerModel, Task
+from sec4sr_core.base.params import Params
+from sec4sr_core.plugins.manager import register_plugin, unregister_plugin
+from sec4sr_core.sdk.system import SpeakerSystem
 
 FRAME = 16
 DIM = 8

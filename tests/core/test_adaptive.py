@@ -10,12 +10,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sec4sr_core.adaptive import BPDA, SpectralPrior, eot_loss_and_grad, nes_gradient, probe_sampler, repeat_batch
-from sec4sr_core.errors import KnowledgeError, ParameterError, Sec4srError
-from sec4sr_core.interfaces import REJECT, Defense, Knowledge, Task
-from sec4sr_core.oracle import DecisionOracle, ScoreOracle, WhiteBoxOracle, make_oracle
-from sec4sr_core.plugins import get_registry
-from sec4sr_core.system import DefendedSystem, as_defended, decide
+from sec4sr_core.sdk.adaptive import BPDA, SpectralPrior, eot_loss_and_grad, nes_gradient, probe_sampler, repeat_batch
+from sec4sr_core.base.errors import KnowledgeError, ParameterError, Sec4srError
+from sec4sr_core.sdk.interfaces import REJECT, Defense, Knowledge, Task
+from sec4sr_core.sdk.oracle import DecisionOracle, ScoreOracle, WhiteBoxOracle, make_oracle
+from sec4sr_core.plugins.manager import get_registry
+from sec4sr_core.sdk.system import DefendedSystem, as_defended, decide
 
 from .helpers import Noise, Scale, Shift, toy_system, toy_waves
 

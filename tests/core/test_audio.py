@@ -9,8 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sec4sr_core.audio import fit_length, load_audio, load_batch, quantize_16bit, save_audio, to_int16
-from sec4sr_core.errors import AudioError, Sec4srError
+from sec4sr_core.sdk import audio as audio_mod
+from sec4sr_core.sdk.audio import fit_length, load_audio, load_batch, quantize_16bit, save_audio, to_int16
+from sec4sr_core.base.errors import AudioError, Sec4srError
 
 SR = 16000
 
@@ -153,3 +154,45 @@ def test_load_batch_pads_to_longest_or_given_length(tmp_path):
         load_batch([])
     with pytest.raises(AudioError, match="not found"):
         load_batch(paths + [tmp_path / "missing.wav"])
+
+
+def test_truncated_wav_is_refused_with_both_frame_counts(tmp_path):
+    path = tmp_path / "cut.wav"
+    save_audio(path, torch.full((1, 24000), 0.1))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 2 * (24000 - 11989)])
+    assert audio_mod.wav_header_frames(path) == (24000, 11989)
+    with pytest.raises(AudioError, match=r"truncated: .*cut.wav holds 11989 of the 24000 frames"):
+        load_audio(path)
+    # a WAV with a chunk after its data, and a streamed WAV with an open size, are whole
+    whole = save_audio(tmp_path / "whole.wav", torch.full((1, 160), 0.1))
+    whole.write_bytes(whole.read_bytes() + b"LIST\x04\x00\x00\x00abcd")
+    assert load_audio(whole).shape == (1, 160)
+    assert audio_mod.wav_header_frames(tmp_path / "missing.wav") is None
+
+
+def test_clipped_file_gets_one_notice(tmp_path, capsys):
+    wave = torch.linspace(-1, 1, 1000).reshape(1, -1) * 3  # a third of it beyond full scale
+    save_audio(tmp_path / "loud.wav", wave.clamp(-1, 1))
+    load_audio(tmp_path / "loud.wav")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "notice: loud.wav:" in err and "clipped" in err
+    save_audio(tmp_path / "peak.wav", torch.cat([torch.ones(1, 3), torch.zeros(1, 997)], dim=1))
+    load_audio(tmp_path / "peak.wav")  # three full-scale samples are a peak, not clipping
+    assert capsys.readouterr().err == ""
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.wav")
+    with pytest.raises(AudioError, match="not a regular file") as info:
+        load_audio(tmp_path / "pipe.wav")
+    assert "pipe.wav" in str(info.value)
+
+
+def test_names_without_an_extension_for_libsndfile_are_written_as_wav(tmp_path):
+    for name in ("....wav", "..wav", "take"):
+        path = save_audio(tmp_path / name, torch.full((1, 160), 0.25))
+        assert sf.info(str(path)).format == "WAV"
+        assert torch.allclose(load_audio(path), torch.full((1, 160), 0.25), atol=1 / 32768)

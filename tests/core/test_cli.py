@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from sec4sr_core.audio import fit_length, load_audio
+from sec4sr_core.sdk.audio import fit_length, load_audio
 from sec4sr_core.cli import main
 
 from .helpers import assert_one_line_error, run_cli

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sec4sr_core import datasets as ds_mod
-from sec4sr_core.datasets import SPLITS, EmbeddedDataset, FolderDataset, LibriSpeechDataset, verify_archive
-from sec4sr_core.errors import AudioError, ParameterError, Sec4srError
-from sec4sr_core.plugins import get_registry
-from sec4sr_core.runner import resolve_dataset
+from sec4sr_core.builtins import datasets as ds_mod
+from sec4sr_core.builtins.datasets import SPLITS, EmbeddedDataset, FolderDataset, LibriSpeechDataset, verify_archive
+from sec4sr_core.base.errors import AudioError, ParameterError, Sec4srError
+from sec4sr_core.plugins.manager import get_registry
+from sec4sr_core.compose.factories import resolve_dataset
 
 SR = 16000
 
@@ -94,11 +94,12 @@ def speaker_folder(tmp_path):
 def test_folder_layout_split_rule(speaker_folder):
     ds = FolderDataset(root=speaker_folder, imposters=1)
     assert ds.enrolled_speakers() == ["alice", "bob", "carol"]
-    assert _ids(ds.split("enroll"))[:3] == ["alice/u0", "alice/u1", "alice/u2"]
+    assert _ids(ds.split("enroll"))[:3] == ["alice/u0.wav", "alice/u1.flac", "alice/u2.wav"]
     assert len(ds.split("enroll")) == 9 and len(ds.split("dev")) == 6
-    assert _ids(ds.split("test")) == ["alice/u5", "alice/u6", "bob/u5", "bob/u6", "bob/u9", "carol/u5", "carol/u6"]
-    assert _ids(ds.split("imposter-dev")) == ["zed/u0", "zed/u1", "zed/u2"]
-    assert _ids(ds.split("imposter-test")) == ["zed/u3", "zed/u4", "zed/u5", "zed/u6"]
+    assert _ids(ds.split("test")) == ["alice/u5.flac", "alice/u6.wav", "bob/u5.flac", "bob/u6.wav", "bob/sub/u9.wav",
+                                      "carol/u5.flac", "carol/u6.wav"]
+    assert _ids(ds.split("imposter-dev")) == ["zed/u0.wav", "zed/u1.flac", "zed/u2.wav"]
+    assert _ids(ds.split("imposter-test")) == ["zed/u3.flac", "zed/u4.wav", "zed/u5.flac", "zed/u6.wav"]
     assert len(ds.split("heldout")) == 4 * 3 and len(ds.split("train")) == 4 * 4 + 1
     assert not {u.path for u in ds.split("train")} & {u.path for u in ds.split("heldout")}
     assert all(u.path.suffix in (".wav", ".flac") for s in SPLITS for u in ds.split(s))
@@ -120,8 +121,8 @@ def test_split_folder_layout(tmp_path):
     _sine(root / "imposter" / "z" / "i0.wav")
     ds = FolderDataset(root=root)
     assert ds.enrolled_speakers() == ["a", "b"]
-    assert _ids(ds.split("test")) == ["a/t0", "a/t1", "b/t0", "b/t1"]
-    assert _ids(ds.split("imposter-dev")) == _ids(ds.split("imposter-test")) == ["z/i0"]
+    assert _ids(ds.split("test")) == ["test/a/t0.wav", "test/a/t1.wav", "test/b/t0.wav", "test/b/t1.wav"]
+    assert _ids(ds.split("imposter-dev")) == _ids(ds.split("imposter-test")) == ["imposter/z/i0.wav"]
     assert ds.split("dev") == []
 
 
@@ -235,3 +236,70 @@ def test_verify_archive(tmp_path, monkeypatch, libri):
     monkeypatch.setitem(ds_mod.KNOWN_MD5, "dev-clean.tar.gz", md5)
     assert verify_archive(fake) == md5
     assert LibriSpeechDataset(root=libri, archive=fake).enrolled_speakers() == ["103", "1034", "19"]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Ids unique per file; scanning refuses what it cannot read
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_files_sharing_a_stem_are_distinct_utterances(tmp_path):
+    root = tmp_path / "same"
+    for j in range(5):
+        _sine(root / "a" / f"u{j}.wav")
+    _sine(root / "a" / "u5.wav")
+    sf.write(str(root / "a" / "u5.flac"), np.zeros(1600), SR, subtype="PCM_16")  # beside u5.wav
+    _sine(root / "a" / "x" / "u9.wav")
+    _sine(root / "a" / "y" / "u9.wav")  # same name, other sub-folder
+    ids = _ids(FolderDataset(root=root).split("test"))
+    assert ids == ["a/u5.flac", "a/u5.wav", "a/x/u9.wav", "a/y/u9.wav"]
+
+
+def test_two_files_under_one_id_are_refused(libri):
+    dup = libri / "train-clean-100" / "19" / "227" / "19-198-0001.flac"  # LibriSpeech ids are file stems
+    _sine(dup)
+    with pytest.raises(Sec4srError, match="two files share the utterance id '19-198-0001'") as info:
+        LibriSpeechDataset(root=libri).split("enroll")
+    assert str(dup) in str(info.value) and "rename" in str(info.value)
+
+
+def test_non_regular_audio_entries_are_refused(tmp_path, speaker_folder):
+    import os
+
+    fifo = speaker_folder / "carol" / "pipe.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(AudioError, match="not a regular file") as info:
+        FolderDataset(root=speaker_folder).split("enroll")
+    assert str(fifo) in str(info.value)
+    fifo.unlink()
+    os.symlink(tmp_path / "nowhere.flac", speaker_folder / "bob" / "link.flac")
+    with pytest.raises(AudioError, match="broken link"):
+        FolderDataset(root=speaker_folder).split("enroll")
+
+
+def test_unreadable_folders_are_errors_not_missing_speakers(speaker_folder, monkeypatch):
+    import os
+
+    real = os.scandir
+    denied = speaker_folder / "bob" / "sub"
+
+    def scandir(path="."):
+        if Path(path) == denied:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(ds_mod.os, "scandir", scandir)
+    with pytest.raises(Sec4srError, match="cannot read dataset folder .*Permission denied.*chmod") as info:
+        FolderDataset(root=speaker_folder).split("enroll")
+    assert str(denied) in str(info.value)
+
+
+def test_an_output_folder_inside_a_dataset_is_refused(speaker_folder):
+    out = speaker_folder / "sec4sr-out"
+    _sine(out / "audio" / "non-adaptive" / "fgsm" / "alice" / "u0.wav")
+    (out / "results.sqlite").write_bytes(b"")
+    with pytest.raises(Sec4srError, match="output folder") as info:
+        FolderDataset(root=speaker_folder).split("enroll")
+    assert str(out) in str(info.value)
+    with pytest.raises(Sec4srError, match="not a dataset"):
+        FolderDataset(root=out).split("enroll")

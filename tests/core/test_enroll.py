@@ -10,9 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sec4sr_core.enroll import eer_threshold, embed_utterances, load_or_enroll, min_dcf, task_trials
-from sec4sr_core.errors import Sec4srError
-from sec4sr_core.interfaces import REJECT, Task
+from sec4sr_core.compose.enroll import eer_threshold, embed_utterances, load_or_enroll, min_dcf, task_trials
+from sec4sr_core.base.errors import Sec4srError
+from sec4sr_core.sdk.interfaces import REJECT, Task
 
 
 def _rates(t, n, theta):

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sec4sr_core.errors import Sec4srError
+from sec4sr_core.base.errors import Sec4srError
 
 SR, N_FFT, HOP, N_MELS = 16000, 400, 160, 40
 

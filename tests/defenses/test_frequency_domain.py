@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import signal
 
-from sec4sr_core.errors import ParameterError
+from sec4sr_core.base.errors import ParameterError
 from sec4sr_core.testing import check_defense
 from sec4sr_plugins_defenses.frequency_domain import BPF, DS, LPF, fast_length
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from scipy import signal
 
 import sec4sr_core as sec4sr
-from sec4sr_core.errors import ParameterError
+from sec4sr_core.base.errors import ParameterError
 from sec4sr_core.testing import check_defense, tiny_system
 from sec4sr_plugins_defenses import time_domain
 from sec4sr_plugins_defenses.time_domain import AS, AT, BDR, MEDIAN_NETWORKS, MS, QT, box_sum, sliding_median

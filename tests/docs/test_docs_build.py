@@ -146,9 +146,9 @@ def test_script_mode_writes_the_same_pages(tmp_path):
 
 
 def test_example_study_config_is_valid():
-    from sec4sr_core.params import parse_chain
-    from sec4sr_core.plugins import get_registry
-    from sec4sr_core.runner import StudyConfig
+    from sec4sr_core.base.params import parse_chain
+    from sec4sr_core.plugins.manager import get_registry
+    from sec4sr_core.study.runner import StudyConfig
 
     values = tomllib.loads((ROOT / "docs" / "examples" / "study.toml").read_text())
     config = StudyConfig(**values)

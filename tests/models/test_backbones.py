@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sec4sr_core.errors import NotTrainedError, Sec4srError
-from sec4sr_core.store_models import checkpoint_path, save_checkpoint
+from sec4sr_core.base.errors import NotTrainedError, Sec4srError
+from sec4sr_core.sdk.modelstore import checkpoint_path, save_checkpoint
 
 from sec4sr_plugins_models.audionet import AudioNet
 from sec4sr_plugins_models.ecapa import ECAPA

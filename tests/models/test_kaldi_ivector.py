@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from sec4sr_core.errors import Sec4srError
+from sec4sr_core.base.errors import Sec4srError
 from sec4sr_plugins_models import kaldi_io
 from sec4sr_plugins_models.backend import PLDABackend
 from sec4sr_plugins_models.ivector import IVector

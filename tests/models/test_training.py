@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from sec4sr_core.cli import main
-from sec4sr_core.errors import Sec4srError
-from sec4sr_core.runner import resolve_dataset
-from sec4sr_core.store_models import checkpoint_path
-from sec4sr_core.training import TrainConfig, random_crops, train, train_variant, variant_tag
+from sec4sr_core.base.errors import NotTrainedError, ParameterError, Sec4srError
+from sec4sr_core.compose.factories import resolve_dataset
+from sec4sr_core.sdk import ModelVariantDefense, Params, TrainingOptions, hookimpl
+from sec4sr_core.sdk.modelstore import checkpoint_path, load_checkpoint
+from sec4sr_core.study.training import TrainConfig, random_crops, train, train_variant, variant_tag
+from sec4sr_core.study.variant_rows import build_row, train_variant_for
 
 from sec4sr_plugins_models.audionet import AudioNet
 
@@ -100,6 +102,66 @@ def test_adversarial_and_defended_training_variants(home):
         train_variant("audionet", adversarial="pgd", ratio=0.0, epochs=1, **FAST)
     with pytest.raises(Sec4srError, match="fitted by EM"):
         train_variant("ivector", adversarial="pgd", epochs=1)
+
+
+class CleanTrainingParams(Params):
+    level: int = 3
+
+
+class CleanTraining(ModelVariantDefense):
+    """A third party's model-variant defense with its own tag format: natural training, the rest in the loop."""
+
+    name = "test-clean-training"
+    Params = CleanTrainingParams
+
+    def variant_tag(self, rest: str = "") -> str:
+        return f"clean{self.params.level}" + (f"~{rest}" if rest else "")
+
+    def training_options(self, rest: str = "") -> TrainingOptions:
+        return TrainingOptions(defense=rest or None, epochs=1)
+
+
+class CleanTrainingPlugin:
+    @hookimpl
+    def register_defenses(self, register):
+        register(CleanTraining)
+
+
+@pytest.fixture
+def clean_training_plugin():
+    from sec4sr_core.plugins.manager import register_plugin, unregister_plugin
+
+    register_plugin(CleanTrainingPlugin(), "test-clean-training-plugin")
+    yield
+    unregister_plugin("test-clean-training-plugin")
+
+
+def test_a_third_party_model_variant_is_trained_and_loaded_by_its_tag(home, clean_training_plugin, monkeypatch):
+    monkeypatch.setattr(AudioNet, "train_defaults", {"crop_s": 0.3, "batch_size": 108})
+    row = build_row("test-clean-training:level=7+qt:q=512")
+    assert row.variant == "clean7~qt_q512" and row.rest == "qt:q=512" and [d.name for d in row.defenses] == ["qt"]
+    assert row.options == TrainingOptions(defense="qt:q=512", epochs=1)
+    with pytest.raises(NotTrainedError, match="clean7~qt_q512"):
+        load_checkpoint(AudioNet(), home, tag=row.variant)
+    train_variant_for(row, "audionet", "embedded", "cpu", 0)
+    # stored under the tag the defense declared, not the trainer's own format (natural+qt_q512)
+    assert checkpoint_path(AudioNet(), tag="clean7~qt_q512").exists()
+    assert not checkpoint_path(AudioNet(), tag=variant_tag(None, "qt:q=512")).exists()
+    m = AudioNet()
+    assert load_checkpoint(m, home, tag=row.variant) and len(m.class_ids) == 24
+    payload = torch.load(checkpoint_path(m, tag=row.variant), weights_only=False)
+    assert payload["extra"]["epochs"] == 1 and payload["extra"]["complete"]
+
+
+def test_train_variant_refuses_bad_options_and_a_variant_in_the_loop(home, capsys):
+    with pytest.raises(ParameterError, match="variant tag '../x'"):
+        train_variant("audionet", defense="qt", tag="../x", epochs=1)
+    with pytest.raises(ParameterError, match="model-variant defense 'advt'"):
+        train_variant("audionet", defense="advt+qt", epochs=1)
+    assert main(["train", "--model", "audionet", "--adversarial", "pgd", "--eot", "0", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "sec4sr train: invalid parameter eot" in err and err.count("\n") == 1
+    assert not (home / "models").exists()
 
 
 def test_train_evaluate_and_run_classifier_through_the_cli(home, capsys):

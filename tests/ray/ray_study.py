@@ -18,20 +18,20 @@ VOLATILE = ("time_s", "created")  # wall time and insertion time differ between 
 
 
 def config(out, **kw):
-    from sec4sr_core.runner import StudyConfig
+    from sec4sr_core.study.runner import StudyConfig
 
     return StudyConfig(**{**BASE, "out": out, **kw})
 
 
 def stored(out) -> dict[tuple, dict[str, Any]]:
-    """The stored rows keyed on their UNIQUE key, without the volatile columns; audio paths relative to ``out``."""
-    from sec4sr_core.store import KEY, ResultStore
+    """The stored rows keyed on (system, task, defense, attack, setting, utterance) (one study per folder here), without the volatile columns; audio paths relative to ``out``."""
+    from sec4sr_core.study.store import CELL, ResultStore
 
     with ResultStore(Path(out) / "results.sqlite") as store:
         rows = store.rows()
     keyed = {}
     for r in rows:
-        k = tuple(r[c] for c in KEY)
+        k = tuple(r[c] for c in (*CELL, "utterance"))
         assert k not in keyed, f"duplicated row {k}"
         if r["audio_path"]:
             r["audio_path"] = str(Path(r["audio_path"]).relative_to(out))

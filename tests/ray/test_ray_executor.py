@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sec4sr_core.executors import LocalExecutor, RayExecutor, UnitFailure
-from sec4sr_core.runner import Study
+from sec4sr_core.study.executors import LocalExecutor, RayExecutor, UnitFailure
+from sec4sr_core.study.runner import Study
 
 from ray_study import EXPECTED, N, config, stored
 
@@ -161,7 +161,7 @@ def test_failing_units_are_retried_recorded_and_the_study_goes_on(ray_cluster, t
 
 
 def test_worker_error_line_names_the_cause(ray_cluster):
-    from sec4sr_core.executors import _error_line
+    from sec4sr_core.study.executors import _error_line
 
     @ray_cluster.remote(max_retries=0)
     def boom():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sec4sr_core import Attack, AttackResult, Defense, Knowledge, hookimpl
-from sec4sr_core.plugins import register_plugin, unregister_plugin
+from sec4sr_core.plugins.manager import register_plugin, unregister_plugin
 
 LIMIT = 4
 LENGTH_S = 1.0
@@ -99,7 +99,7 @@ WEAK_PGD = "pgd:steps=1,epsilon=0.00001,step_size=0.00001"
 def small_study(tmp_path_factory, study_plugin):
     """A finished study: attacks weak PGD (white-box) and test-flip (decision-based); rows none, qt:q=512 and the
     three test defenses; non-adaptive and adaptive. Returns (output folder, summary)."""
-    from sec4sr_core.runner import Study, StudyConfig
+    from sec4sr_core.study.runner import Study, StudyConfig
 
     out = tmp_path_factory.mktemp("small-study")
     threads = torch.get_num_threads()

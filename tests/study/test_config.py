@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from sec4sr_core import Defense, hookimpl
+from sec4sr_core.sdk import ModelVariantDefense, TrainingOptions
 from sec4sr_core.cli import main
-from sec4sr_core.commands.run import load_toml, make_config
-from sec4sr_core.errors import ParameterError, Sec4srError
-from sec4sr_core.plugins import register_plugin, unregister_plugin
-from sec4sr_core.runner import Study, StudyConfig, build_row
+from sec4sr_core.cli.commands.run import load_toml, make_config
+from sec4sr_core.base.errors import ParameterError, Sec4srError
+from sec4sr_core.plugins.manager import register_plugin, unregister_plugin
+from sec4sr_core.study.runner import Study, StudyConfig, build_row
 
 from .conftest import WEAK_PGD
 
@@ -78,17 +79,16 @@ def test_invalid_toml_and_unknown_components_fail_fast(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class AdvT(Defense):
+class AdvT(ModelVariantDefense):
     """Test stand-in for the `advt` model-variant defense."""
 
     name = "test-advt"
-    model_variant = True
 
-    def variant_tag(self, rest_slug: str) -> str:
+    def variant_tag(self, rest_slug: str = "") -> str:
         return "test-advt" + (f"-{rest_slug}" if rest_slug else "")
 
-    def training_options(self, rest: str) -> dict:
-        return {"adversarial": "pgd:steps=1", "defense": rest or None, "tag": self.variant_tag(rest.replace(":", "_").replace("=", ""))}
+    def training_options(self, rest: str = "") -> TrainingOptions:
+        return TrainingOptions(adversarial="pgd:steps=1", defense=rest or None)
 
     def forward(self, x):  # never applied: the row runs on the variant checkpoint instead
         raise AssertionError("a model-variant defense must not be applied to the input")
@@ -118,13 +118,13 @@ def test_build_row_splits_the_variant_from_the_rest(advt_plugin):
 
 def test_advt_rows_train_the_missing_variant_and_run_on_it(advt_plugin, tmp_path, monkeypatch, ge2e_system,
                                                           one_thread):
-    from sec4sr_core.runner import load_model
-    from sec4sr_core.store_models import save_checkpoint
+    from sec4sr_core.compose.factories import load_model
+    from sec4sr_core.sdk.modelstore import save_checkpoint
 
     calls = []
 
     def train_variant(model_spec, dataset_spec="embedded", adversarial=None, defense=None, seed=0, *, device="cpu",
-                      tag=""):
+                      tag="", ratio=0.5, eot=1):
         """Fake training: the natural weights with the output layer perturbed, saved under the variant tag."""
         model = model_spec
         calls.append({"model": model, "dataset": dataset_spec, "tag": tag, "rest": defense or "", "seed": seed,
@@ -135,14 +135,14 @@ def test_advt_rows_train_the_missing_variant_and_run_on_it(advt_plugin, tmp_path
             m.linear.weight.add_(0.05 * torch.randn(m.linear.weight.shape, generator=g))
         save_checkpoint(m, tag=tag)
 
-    monkeypatch.setitem(sys.modules, "sec4sr_core.training", types.SimpleNamespace(train_variant=train_variant))
+    monkeypatch.setitem(sys.modules, "sec4sr_core.study.training", types.SimpleNamespace(train_variant=train_variant))
     cfg = StudyConfig(attacks=[WEAK_PGD], defenses=["test-advt", "test-advt+qt:q=512"], limit=2, length_s=0.5,
                       out=tmp_path / "o", metrics=["l2"])
     summary = Study(cfg, progress=False).run()
     assert [(c["tag"], c["rest"]) for c in calls] == [("test-advt", ""), ("test-advt-qt_q512", "qt:q=512")]
     assert all(c["model"] == "ge2e" and c["dataset"] == "embedded" and c["adversarial"] == "pgd:steps=1" for c in calls)
     scores = {}
-    from sec4sr_core.store import ResultStore
+    from sec4sr_core.study.store import ResultStore
 
     with ResultStore(tmp_path / "o" / "results.sqlite") as store:
         for r in store.rows("WHERE setting='benign'"):
@@ -160,7 +160,7 @@ def test_advt_rows_train_the_missing_variant_and_run_on_it(advt_plugin, tmp_path
 
 
 def test_advt_row_without_training_code_is_a_clear_error(advt_plugin, tmp_path, monkeypatch, ge2e_system):
-    monkeypatch.setitem(sys.modules, "sec4sr_core.training", None)  # import fails
+    monkeypatch.setitem(sys.modules, "sec4sr_core.study.training", None)  # import fails
     cfg = StudyConfig(attacks=[WEAK_PGD], defenses=["test-advt+qt:q=128"], limit=1, out=tmp_path / "o")
     with pytest.raises(Sec4srError, match="variant 'test-advt-qt_q128'"):
         Study(cfg, progress=False)
@@ -169,8 +169,8 @@ def test_advt_row_without_training_code_is_a_clear_error(advt_plugin, tmp_path, 
 def test_demo_config_is_the_issue_study():
     from pathlib import Path
 
-    from sec4sr_core.params import parse_chain
-    from sec4sr_core.plugins import get_registry
+    from sec4sr_core.base.params import parse_chain
+    from sec4sr_core.plugins.manager import get_registry
 
     cfg = make_config(load_toml(str(Path(__file__).parents[2] / "examples" / "demo.toml")))
     reg = get_registry()

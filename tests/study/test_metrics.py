@@ -10,8 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sec4sr_core.metrics import L0, L1, L2, PESQ, SNR, STOI, Linf, aggregate, harmonic_mean, mean, r1
-from sec4sr_core.plugins import get_registry
+from sec4sr_core.builtins.metrics import L0, L1, L2, PESQ, SNR, STOI, Linf
+from sec4sr_core.study.stats import aggregate, harmonic_mean, mean, r1
+from sec4sr_core.plugins.manager import get_registry
 
 
 def _pair():
@@ -61,7 +62,7 @@ def test_norm_ordering_and_snr_scale_invariance(seed, scale):
 
 @pytest.fixture(scope="module")
 def speech_pair(embedded):
-    from sec4sr_core.audio import load_batch
+    from sec4sr_core.sdk.audio import load_batch
 
     x = load_batch([u.path for u in embedded.split("test")[:2]], 32000)
     g = torch.Generator().manual_seed(0)
@@ -94,7 +95,7 @@ def test_pesq_gives_nan_where_the_package_refuses():
 
 
 def test_metric_shape_mismatch_is_a_clear_error():
-    from sec4sr_core.errors import Sec4srError
+    from sec4sr_core.base.errors import Sec4srError
 
     with pytest.raises(Sec4srError, match="differ in shape"):
         L2().compute(torch.zeros(1, 1, 10), torch.zeros(1, 1, 12))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from sec4sr_core import reliability
-from sec4sr_core.store import ResultStore
+from sec4sr_core.study import reliability
+from sec4sr_core.study.store import ResultStore
 
 from .conftest import WEAK_PGD, cell
 
@@ -47,8 +47,8 @@ def test_vanishing_input_gradient_is_flagged(small_study):
 
 
 def test_input_gradient_norm_matches_autograd(ge2e_system, test_batch):
-    from sec4sr_core.losses import margin_loss
-    from sec4sr_core.system import as_defended
+    from sec4sr_core.sdk.losses import margin_loss
+    from sec4sr_core.sdk.system import as_defended
 
     x, y = test_batch[0][:2, :, :16000], test_batch[1][:2]
     norms = reliability.input_gradient_norms(as_defended(ge2e_system), x, y)
@@ -95,8 +95,26 @@ def test_study_warnings_on_a_hand_made_summary():
     assert ("pgd", "accuracy-above-benign") not in flagged
 
 
+def test_adaptive_weaker_than_non_adaptive_is_flagged():
+    """Measured on the demo: at:snr=30 PGD-10 NA 12.5 %, A 25.0 %; opus NA 25.0 %, A 50.0 % — printed silently."""
+    base = {"system": "m", "task": "csi-e", "attack": "pgd-10", "n": 8, "benign_accuracy": 1.0}
+    results = [
+        {**base, "defense": "at:snr=30", "setting": "non-adaptive", "adversarial_accuracy": 0.125},
+        {**base, "defense": "at:snr=30", "setting": "adaptive", "adversarial_accuracy": 0.25},
+        {**base, "defense": "qt:q=512", "setting": "non-adaptive", "adversarial_accuracy": 0.75},
+        {**base, "defense": "qt:q=512", "setting": "adaptive", "adversarial_accuracy": 0.375},
+        {**base, "defense": "none", "setting": "non-adaptive", "adversarial_accuracy": 0.1},
+        {**base, "defense": "none", "setting": "adaptive", "adversarial_accuracy": 0.2},
+    ]
+    found = reliability.study_warnings(results, {"pgd-10": "white-box"})
+    flagged = {(k["defense"], k["setting"]) for k, codes in found if "adaptive-weaker" in codes}
+    assert flagged == {("at:snr=30", "adaptive")}  # not qt (adaptive stronger), not the undefended row
+    msg = next(codes["adaptive-weaker"] for k, codes in found if "adaptive-weaker" in codes)
+    assert "25.0%" in msg and "12.5%" in msg
+
+
 def test_warnings_are_shown_in_the_table(small_study):
-    from sec4sr_core.runner import format_table
+    from sec4sr_core.study.runner import format_table
 
     text = format_table(small_study[1])
     assert "reliability warnings" in text and "gradient masking" in text and "without EOT" in text

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from sec4sr_core.cli import main
-from sec4sr_core.metrics import r1
+from sec4sr_core.study.stats import r1
 
 from .conftest import WEAK_PGD, cell
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from sec4sr_core.cli import main
-from sec4sr_core.commands.sweep import sweep_rows
-from sec4sr_core.errors import ParameterError
-from sec4sr_core.store import COLUMNS, ResultStore
+from sec4sr_core.cli.commands.sweep import sweep_rows
+from sec4sr_core.base.errors import ParameterError
+from sec4sr_core.study.store import COLUMNS, LEGACY_STUDY, ResultStore
 
 
 def test_sweep_rows_from_defense_and_param():
@@ -59,9 +59,15 @@ def test_store_migrates_an_old_schema_and_keeps_rows(tmp_path):
         assert set(COLUMNS) <= have
         (row,) = store.rows()
         assert row["utterance"] == "u1" and row["warnings"] is None
-        key = dict(system="m", task="csi-e", defense="none", attack="", setting="benign")
+        # the schema-1 rows became the study "v1", one unit per cell
+        assert [s["id"] for s in store.studies()] == [LEGACY_STUDY]
+        assert store.rows(study=LEGACY_STUDY) == [row] and row["unit"].startswith("v1-")
+        key = dict(system="m", task="csi-e", defense="none", attack="", setting="benign", cell=row["cell"],
+                   unit=row["unit"])
         assert store.add_rows([{**key, "utterance": "u1", "correct": 0}, {**key, "utterance": "u2", "correct": 1,
                                                                           "warnings": []}]) == 1
+        with pytest.raises(ValueError, match="identity"):  # a row without its identity is refused, not dropped
+            store.add_rows([{k: v for k, v in key.items() if k != "unit"} | {"utterance": "u3"}])
         assert [r["correct"] for r in store.rows()] == [1, 1]  # the existing row is never overwritten
         codes = {"gradient-masking": "m1"}
         assert store.add_warnings("WHERE utterance LIKE 'u%'", (), codes) == 2
@@ -84,7 +90,7 @@ def test_rows_record_versions_seed_queries_and_time(small_study):
 
 def test_results_are_measured_on_the_saved_16bit_audio(small_study, ge2e_system, one_thread):
     """Re-evaluating the saved WAVs gives the stored decisions: what is reported is what a re-run gets."""
-    from sec4sr_core.audio import load_batch
+    from sec4sr_core.sdk.audio import load_batch
 
     out, _ = small_study
     with ResultStore(out / "results.sqlite") as store:

@@ -5,6 +5,10 @@ keeping the first probe whose decision meets the goal (untargeted: the decision 
 targeted: it equals the target). It sees decisions only: it declares ``Knowledge.DECISIONS`` and sec4sr hands it
 an oracle that refuses scores and gradients and counts every probe. Probes of all utterances still searching go
 to the oracle in one batch per round; the random signs come from the oracle's seeded generator.
+
+The attack writes only its algorithm (``perturb``): sec4sr's ``Attack.run`` checks the inputs, builds the
+``goal``, evaluates the final decisions, judges success and reads the queries from the oracle. ``epsilon`` comes
+from the sdk's ``LinfBall`` mixin.
 """
 
 from __future__ import annotations
@@ -12,18 +16,12 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from sec4sr_core import Attack, AttackResult, Knowledge, Params, Preset, hookimpl
+from sec4sr_core.sdk import Attack, Knowledge, LinfBall, Preset, hookimpl
 
 
-class RandomSignParams(Params):
-    epsilon: float = Field(0.002, gt=0, le=1, description="L∞ bound in [-1, 1] amplitude units")
+class RandomSignParams(LinfBall):
     trials: int = Field(20, ge=1, le=100_000, description="random sign vectors tried per utterance (queries)")
     batch: int = Field(5, ge=1, le=1024, description="trials per utterance sent to the oracle in one round")
-
-
-def _reached(decisions: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
-    """(N,) bool: the decision meets the goal."""
-    return decisions == y if targeted else decisions != y
 
 
 class RandomSign(Attack):
@@ -34,13 +32,13 @@ class RandomSign(Attack):
     knowledge = Knowledge.DECISIONS
     norm = "linf"  # sec4sr (and the contract kit) check |adv - x| <= epsilon
 
-    def run(self, oracle, x, y, targeted=False):
-        """``x`` (B, 1, T) in [-1, 1]; ``y`` (B,) true labels (untargeted) or targets (targeted)."""
+    def perturb(self, oracle, x, goal):
+        """``x`` (B, 1, T) in [-1, 1] on the oracle's device; ``goal.met(decisions, idx)`` says which decisions of
+        the utterances ``idx`` meet the goal. Returns the adversarial batch (B, 1, T)."""
         p = self.params
-        n, t = x.shape[0], x.shape[-1]
-        y = y.to(x.device)
+        t = x.shape[-1]
         best = x.clone()
-        found = _reached(oracle.decisions(x), y, targeted)  # already misclassified: nothing to do
+        found = goal.met(oracle.decisions(x))  # already misclassified: nothing to do
         tried = 0
         while tried < p.trials and not bool(found.all()):
             k = min(p.batch, p.trials - tried)
@@ -48,16 +46,16 @@ class RandomSign(Attack):
             m = todo.numel()
             signs = torch.randint(0, 2, (k, m, 1, t), generator=oracle.generator, device=x.device) * 2 - 1
             probes = (x[todo].unsqueeze(0) + p.epsilon * signs.to(x.dtype)).clamp(-1.0, 1.0)
-            decisions = oracle.decisions(probes.reshape(k * m, 1, t), owners=todo.cpu().repeat(k)).view(k, m)
-            hit = _reached(decisions, y[todo].unsqueeze(0), targeted)  # (k, m)
+            owners = todo.repeat(k)  # probe j of round row i belongs to utterance todo[j]
+            decisions = oracle.decisions(probes.reshape(k * m, 1, t), owners=owners.cpu())
+            hit = goal.met(decisions, owners).view(k, m)
             won = hit.any(dim=0)
             first = hit.to(torch.int8).argmax(dim=0)  # index of the first successful trial
             cols = won.nonzero().squeeze(1)
             best[todo[cols]] = probes[first[cols], cols]
             found[todo[cols]] = True
             tried += k
-        final = oracle.decisions(best)
-        return AttackResult(best, _reached(final, y, targeted).cpu(), oracle.queries.clone(), final.cpu())
+        return best  # sec4sr evaluates the final decisions (one query per utterance) and judges success
 
 
 @hookimpl

@@ -4,8 +4,9 @@
 and scores with cosine similarity. It has no weights, so it works right after ``pip install``; it is weak against
 real speakers but separates the embedded corpus' synthetic voices and shows every part of the model interface:
 
-* levels ``wave`` (B, 1, T) -> ``mfcc`` (B, frames, n_mfcc) -> ``final`` (B, frames, 2·n_mfcc: MFCC + deltas);
-  a feature-level defense can act on ``mfcc`` or ``final`` and the model continues from there;
+* stages ``wave`` (B, 1, T) -> ``mfcc`` (B, frames, n_mfcc) -> ``final`` (B, frames, 2·n_mfcc: MFCC + deltas),
+  declared as ``stages``: the base class walks them, so a feature-level defense can act on ``mfcc`` or ``final``
+  and the model continues from there;
 * everything is batched torch and differentiable, so white-box attacks get exact gradients.
 
 Front end: 25 ms Hann window (400 samples), 10 ms hop, 512-point FFT, ``n_mels`` HTK mel bands 20 Hz–7.6 kHz,
@@ -20,7 +21,7 @@ import torch
 import torchaudio.functional as AF
 from pydantic import Field, model_validator
 
-from sec4sr_core import SpeakerModel, Params, Task, hookimpl
+from sec4sr_core.sdk import SpeakerModel, Params, Task, hookimpl
 
 SR = 16000
 N_FFT, WIN, HOP = 512, 400, 160
@@ -43,7 +44,8 @@ class MFCCStats(SpeakerModel):
 
     name = "mfcc-stats"
     Params = MFCCStatsParams
-    levels = ("wave", "mfcc", "final")
+    #: each level after "wave" and the method computing it from the previous one; levels = wave, mfcc, final
+    stages = (("mfcc", "mfcc"), ("final", "with_deltas"))
     output = "embedding"
     tasks = (Task.CSI_E, Task.SV, Task.OSI)
 
@@ -79,15 +81,9 @@ class MFCCStats(SpeakerModel):
         out = torch.nn.functional.conv1d(x, self.delta_taps.view(1, 1, -1))
         return out.view(b, d, f).transpose(1, 2)
 
-    def to_level(self, x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
-        order = self.levels
-        if order.index(self.check_level(src)) > order.index(self.check_level(dst)):
-            raise ValueError(f"cannot go back from level {src!r} to {dst!r}")
-        if src == "wave" and dst != "wave":
-            x, src = self.mfcc(x), "mfcc"
-        if src == "mfcc" and dst == "final":
-            x = torch.cat([x, self.deltas(x)], dim=-1)
-        return x
+    def with_deltas(self, mfcc: torch.Tensor) -> torch.Tensor:
+        """(B, frames, n_mfcc) -> (B, frames, 2·n_mfcc): the MFCCs followed by their deltas."""
+        return torch.cat([mfcc, self.deltas(mfcc)], dim=-1)
 
     def head(self, final: torch.Tensor) -> torch.Tensor:
         """(B, frames, 2·n_mfcc) -> (B, 4·n_mfcc) embedding: [mean, std] over frames."""

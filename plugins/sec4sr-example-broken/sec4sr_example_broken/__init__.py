@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, Field
 
-from sec4sr_core import Attack, AttackResult, Defense, Knowledge, Params, SpeakerModel, hookimpl
+from sec4sr_core.sdk import Attack, AttackResult, Defense, Knowledge, Params, SpeakerModel, hookimpl
 
 
 class NoisyParams(Params):

@@ -13,7 +13,7 @@ import math
 import torch
 from pydantic import Field
 
-from sec4sr_core import Defense, Params, Preset, hookimpl
+from sec4sr_core.sdk import Defense, Params, Preset, hookimpl
 
 
 class MuLawParams(Params):

@@ -1,0 +1,93 @@
+"""Crafting data for attacks that craft on held-out utterances (a universal perturbation, say).
+
+Such an attack declares what it needs with :meth:`Attack.crafting_request` (dataset spec or None, split, size); it
+never loads a dataset itself, since a plugin may import only the sdk. The core resolves that request here — the
+request's dataset, or the dataset the attacked utterances come from when the request leaves it to the caller —
+decodes the first ``size`` utterances of the split with :func:`sec4sr_core.sdk.audio.load_batch` at the attacked
+length, and hands them over with :meth:`Attack.set_crafting` before ``run``::
+
+    attack = get_registry().build("attack", spec)
+    provide_crafting(attack, length=x.shape[-1], dataset=study_dataset)
+    result = attack.run(oracle, x, y, targeted=...)
+
+Decoded sets are kept per (dataset, split, size, length) within the process, so the batches of a study decode
+them once; attacks must treat the tensor they are handed as read-only.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import OrderedDict
+
+import torch
+
+from sec4sr_core.base.errors import ParameterError
+from sec4sr_core.compose.factories import resolve_dataset
+from sec4sr_core.sdk.attack import Attack, CraftingRequest
+from sec4sr_core.sdk.audio import load_batch
+from sec4sr_core.sdk.interfaces import Dataset
+
+__all__ = ["DEFAULT_DATASET", "load_crafting", "provide_crafting"]
+
+#: the dataset crafting sets come from when neither the request nor the caller names one
+DEFAULT_DATASET = "embedded"
+
+_KEEP = 8  # decoded crafting sets kept in the process
+#: (dataset key, split, size, length) -> (the dataset object, weakly, or None for a spec; the waveforms)
+_SETS: OrderedDict[tuple, tuple[weakref.ref | None, torch.Tensor]] = OrderedDict()
+
+
+def _dataset_key(dataset: Dataset | str) -> tuple:
+    """A spec is its own key; a built dataset is the object itself (checked through a weak reference on use)."""
+    return ("object", id(dataset)) if isinstance(dataset, Dataset) else ("spec", dataset)
+
+
+def _describe(dataset: Dataset | str) -> str:
+    if isinstance(dataset, Dataset):
+        root = getattr(dataset.params, "root", None)
+        return str(root) if root is not None else dataset.name
+    return dataset
+
+
+def load_crafting(request: CraftingRequest, length: int, dataset: Dataset | str | None = None,
+                  who: str = "attack") -> torch.Tensor:
+    """The crafting waveforms (N, 1, length) float32 of ``request``: the first ``request.size`` utterances of
+    ``request.split`` of ``request.dataset`` — or of ``dataset`` (a spec or a built :class:`Dataset`) when the
+    request names none, or of :data:`DEFAULT_DATASET` when neither does. ``who`` names the attack in errors."""
+    if length < 1:
+        raise ParameterError(f"{who}: crafting length must be at least 1 sample, got {length}")
+    source: Dataset | str = request.dataset if request.dataset is not None else (
+        dataset if dataset is not None else DEFAULT_DATASET)
+    key = (_dataset_key(source), request.split, int(request.size), int(length))
+    if key in _SETS:
+        ref, waves = _SETS[key]
+        if ref is None or ref() is source:
+            _SETS.move_to_end(key)
+            return waves
+    ds = source if isinstance(source, Dataset) else resolve_dataset(source)
+    if request.split not in ds.split_names():
+        raise ParameterError(f"{who}: dataset {_describe(source)!r} has no split {request.split!r} to craft on "
+                             f"(splits: {', '.join(ds.split_names())})")
+    utts = ds.split(request.split)[: request.size]
+    if not utts:
+        raise ParameterError(f"{who}: split {request.split!r} of dataset {_describe(source)!r} is empty; "
+                             f"choose another crafting split or dataset")
+    waves = load_batch([u.path for u in utts], length)
+    _SETS[key] = (weakref.ref(source) if isinstance(source, Dataset) else None, waves)
+    while len(_SETS) > _KEEP:
+        _SETS.popitem(last=False)
+    return waves
+
+
+def provide_crafting(attack: Attack, length: int, dataset: Dataset | str | None = None) -> torch.Tensor | None:
+    """Hand ``attack`` its crafting waveforms (N, 1, length) when it declares a :meth:`~Attack.crafting_request`;
+    ``dataset`` is where the attacked utterances come from (the default source). Returns the waveforms, or None
+    for an attack that crafts on nothing (then nothing is done)."""
+    request = attack.crafting_request()
+    if request is None:
+        return None
+    waves = load_crafting(request, length, dataset, who=attack.name)
+    source = request.dataset if request.dataset is not None else (
+        _describe(dataset) if dataset is not None else DEFAULT_DATASET)
+    attack.set_crafting(waves, source=f"{source}:{request.split}[:{request.size}]")
+    return waves
