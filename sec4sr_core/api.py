@@ -8,6 +8,7 @@ from sec4sr_core.compose.factories import build_defenses, load_model, resolve_da
 from sec4sr_core.compose.enroll import build_system
 from sec4sr_core.plugins.manager import get_registry
 from sec4sr_core.sdk.attack import Attack
+from sec4sr_core.sdk.checks import check_system_options
 from sec4sr_core.sdk.interfaces import Defense
 from sec4sr_core.sdk.system import DefendedSystem, SpeakerSystem
 
@@ -38,6 +39,7 @@ def defend(system: Any, chain: str, order: str = "sequential"):
 def load_system(model: str = "ge2e", task: str = "csi-e", dataset: str = "embedded", device: str = "cpu",
                 threshold: float | None = None):
     """An enrolled system ready to attack (enrollment and thresholds come from the model store)."""
+    task = check_system_options(task, device, threshold)  # ParameterError for a bad task, device or threshold
     m = load_model(model, device)
     system, _ = build_system(m, task, resolve_dataset(dataset), threshold=threshold)
     return system

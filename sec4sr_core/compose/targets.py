@@ -130,7 +130,10 @@ def targets_from_file(path: str | Path, utt_ids: Sequence[str], task: Task | str
     lo = 0 if task.closed_set else REJECT
     hi = 1 if task == Task.SV else n_speakers
     for uid in utt_ids:
-        t = table.get(uid, table.get(Path(uid).name, table.get(Path(uid).stem)))
+        # ids as they are (``spk/u05.wav``), without the extension (target files written before ids kept it),
+        # then the file name and its stem
+        t = table.get(uid, table.get(Path(uid).with_suffix("").as_posix(),
+                                     table.get(Path(uid).name, table.get(Path(uid).stem))))
         if t is None:
             missing.append(uid)
             continue

@@ -578,3 +578,13 @@ def test_odd_names_are_saved_and_map_to_unique_files(tmp_path):
         assert f.name.endswith(".wav")
     assert files[0] == Path("s01/u05.wav.wav") and files[2] == Path("s01/a/u99.wav.wav")
     assert files[-1] == Path("s01/u05.wav")  # ids without the speaker prefix (the embedded corpus) as before
+
+
+@pytest.mark.parametrize("kwargs,named", [({"task": "bogus"}, "bogus"), ({"device": "tpu"}, "tpu"),
+                                          ({"threshold": float("nan")}, "threshold")])
+def test_load_system_checks_its_options(kwargs, named):
+    import sec4sr_core as sec4sr
+    from sec4sr_core.base.errors import Sec4srError
+
+    with pytest.raises(Sec4srError, match=named):
+        sec4sr.load_system("ge2e", **kwargs)
