@@ -135,9 +135,12 @@ def enroll(model: SpeakerModel, dataset: Dataset, length_s: float = DEFAULT_LENG
 
 
 def load_or_enroll(
-    model: SpeakerModel, dataset: Dataset, length_s: float = DEFAULT_LENGTH_S, refresh: bool = False
+    model: SpeakerModel, dataset: Dataset, length_s: float = DEFAULT_LENGTH_S, refresh: bool = False,
+    path: Path | None = None,
 ) -> Enrollment:
-    path = enrollment_path(model, dataset)
+    """The enrollment cached at ``path`` (default :func:`enrollment_path`) when it was made with ``length_s``,
+    else a new one, stored there atomically."""
+    path = path or enrollment_path(model, dataset)
     if path.exists() and not refresh:
         payload = read_torch_file(path)
         if isinstance(payload, dict) and payload.get("length_s") == length_s:

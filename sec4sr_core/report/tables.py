@@ -93,13 +93,9 @@ def load_study(out: str | Path, study: str | None = None) -> StudyData:
             raise Sec4srError(f"{store.path}: cannot read its study configuration: {str(exc).splitlines()[0]}") from None
         summary = summarize(store, config, study=study)
 
-        def meta(key: str) -> Any:
-            value = store.study_meta(study, key) if study else None
-            return store.get_meta(key) if value is None and study in (None, store.latest_study()) else value
-
-        rows = meta("defense_rows") or [{"label": "none", "variant": False}] + [
+        rows = store.study_value(study, "defense_rows") or [{"label": "none", "variant": False}] + [
             {"label": d, "variant": False} for d in config.defenses]
-        sweep = meta("sweep")
+        sweep = store.study_value(study, "sweep")
     return StudyData(out, config, summary, rows, sweep, study)
 
 

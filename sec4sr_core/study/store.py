@@ -257,6 +257,14 @@ class ResultStore:
         meta = json.loads(row[0]) if row and row[0] else {}
         return meta.get(key, default)
 
+    def study_value(self, study: str | None, key: str, default: Any = None) -> Any:
+        """``key`` of ``study``'s meta; for the folder's latest study (or ``study=None``) the folder-level meta stands
+        in when the study has none (stores written before per-study meta)."""
+        value = self.study_meta(study, key) if study else None
+        if value is None and study in (None, self.latest_study()):
+            value = self.get_meta(key)
+        return default if value is None else value
+
     def studies(self) -> list[dict[str, Any]]:
         """Every study of the folder, in the order they were last run (oldest first)."""
         cur = self.conn.execute("SELECT id, name, config, identity, created, updated FROM studies ORDER BY seq, updated")

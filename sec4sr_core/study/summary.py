@@ -24,12 +24,8 @@ def summarize(
     study = study or store.latest_study()
     defenses = ["none"] + list(config.defenses)
 
-    def meta(key: str) -> Any:
-        value = store.study_meta(study, key) if study else None
-        return store.get_meta(key, {}) if value is None else value
-
-    knowledge = meta("attacks") or {}
-    enrollments = meta("enrollment") or {}
+    knowledge = store.study_value(study, "attacks", {})
+    enrollments = store.study_value(study, "enrollment", {})
     specs = config.system_specs()
     labelled = [(s.label or _default_label(s, config.dataset), Task(s.task).value) for s in specs]
     if system_label is not None:
@@ -87,7 +83,7 @@ def summarize(
         "name": config.name,
         "system": first["system"], "task": first["task"], "dataset": config.dataset, "seed": config.seed,
         "targeted": config.targeted, "out": str(config.out), "benign": first["benign"], "r1": first["r1"],
-        "systems": systems_doc, "results": results, "versions": meta("versions") or {},
+        "systems": systems_doc, "results": results, "versions": store.study_value(study, "versions", {}),
         "failures": len(store.failures(study)), "study": study,
     }
     if enrollment is not None:

@@ -9,14 +9,13 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 
 from sec4sr_core.base.errors import NotTrainedError, ParameterError
-from sec4sr_core.compose.enroll import Enrollment, enroll
+from sec4sr_core.compose.enroll import Enrollment, load_or_enroll
 from sec4sr_core.plugins.manager import get_registry
 from sec4sr_core.sdk.audio import notice
 from sec4sr_core.sdk.interfaces import Dataset, Defense, SpeakerModel
-from sec4sr_core.sdk.modelstore import home, params_hash, read_torch_file
+from sec4sr_core.sdk.modelstore import home, params_hash
 from sec4sr_core.sdk.variants import TAG_PATTERN, ModelVariantDefense, TrainingOptions, slug
 
 
@@ -113,13 +112,4 @@ def train_variant_for(row: RowSpec, model_spec: str, dataset_spec: str, device: 
 def variant_enrollment(model: SpeakerModel, dataset: Dataset, length_s: float, tag: str) -> Enrollment:
     """The enrollment of a variant backbone, cached under its own name (never the natural model's)."""
     path = home() / "systems" / f"{model.name}-{params_hash(model.params)}-{tag}-{dataset.name}-{dataset.fingerprint()}.pt"
-    if path.exists():
-        payload = read_torch_file(path)
-        if isinstance(payload, dict) and payload.get("length_s") == length_s:
-            return Enrollment.from_payload(payload)
-    e = enroll(model, dataset, length_s)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({**e.to_payload(), "length_s": length_s}, tmp)
-    tmp.replace(path)
-    return e
+    return load_or_enroll(model, dataset, length_s, path=path)
