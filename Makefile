@@ -6,6 +6,10 @@ STAMP := $(VENV)/.installed
 APT_STAMP := $(VENV)/.system-deps
 TORCH := torch==2.14.1 torchaudio==2.11.0
 SYSTEM_TOOLS := ffmpeg sox chromium
+# Recorded human voice prompts (CC-BY-SA 3.0) behind the `prompts` real-speech dataset (docs/prompts.md).
+PROMPT_PACKAGES := asterisk-core-sounds-en-g722 asterisk-core-sounds-es-g722 asterisk-core-sounds-fr-g722 \
+  asterisk-core-sounds-it-g722 asterisk-core-sounds-ru-g722 asterisk-prompt-it-menardi-wav asterisk-prompt-es-co \
+  asterisk-prompt-fr-armelle
 
 .PHONY: demo test install system-deps clean bench docs
 
@@ -13,9 +17,11 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Debian tools: ffmpeg (codecs), sox + TTS engines (corpus script), chromium (HTML report test).
+# Debian tools: ffmpeg (codecs), sox + TTS engines (corpus script), chromium (HTML report test), voice prompts.
 $(APT_STAMP): | $(BIN)/python
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if command -v dpkg >/dev/null 2>&1; then for p in $(PROMPT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; fi; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing system packages:$$missing"; \
@@ -26,7 +32,7 @@ $(APT_STAMP): | $(BIN)/python
 
 $(STAMP): pyproject.toml sec4sr_plugins_*/pyproject.toml $(APT_STAMP) | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q --config-settings editable_mode=compat -e ".[test,ray]" -e sec4sr_plugins_models -e sec4sr_plugins_defenses -e sec4sr_plugins_attacks
+	$(BIN)/pip install -q --config-settings editable_mode=compat -e ".[test,ray]" -e "sec4sr_plugins_models[onnx]" -e sec4sr_plugins_defenses -e sec4sr_plugins_attacks
 	$(BIN)/pip install -q --no-deps resemblyzer==0.1.4
 	@touch $@
 
