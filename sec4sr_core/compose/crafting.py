@@ -25,9 +25,9 @@ from sec4sr_core.base.errors import ParameterError
 from sec4sr_core.compose.factories import resolve_dataset
 from sec4sr_core.sdk.attack import Attack, CraftingRequest
 from sec4sr_core.sdk.audio import load_batch
-from sec4sr_core.sdk.interfaces import Dataset
+from sec4sr_core.sdk.interfaces import Dataset, Task
 
-__all__ = ["DEFAULT_DATASET", "load_crafting", "provide_crafting"]
+__all__ = ["DEFAULT_DATASET", "crafting_claims", "load_crafting", "provide_crafting"]
 
 #: the dataset crafting sets come from when neither the request nor the caller names one
 DEFAULT_DATASET = "embedded"
@@ -49,6 +49,30 @@ def _describe(dataset: Dataset | str) -> str:
     return dataset
 
 
+def _crafting_utterances(request: CraftingRequest, source: Dataset | str, who: str) -> list:
+    """The first ``request.size`` utterances of ``request.split`` of ``source``, checked."""
+    ds = source if isinstance(source, Dataset) else resolve_dataset(source)
+    if request.split not in ds.split_names():
+        raise ParameterError(f"{who}: dataset {_describe(source)!r} has no split {request.split!r} to craft on "
+                             f"(splits: {', '.join(ds.split_names())})")
+    utts = ds.split(request.split)[: request.size]
+    if not utts:
+        raise ParameterError(f"{who}: split {request.split!r} of dataset {_describe(source)!r} is empty; "
+                             f"choose another crafting split or dataset")
+    return utts
+
+
+def crafting_claims(utterances: list, speakers: list[str]) -> torch.Tensor:
+    """SV claims (N,) for crafting utterances, built like the study's own SV trials: an utterance of an enrolled
+    speaker claims that speaker (a genuine trial), any other claims an enrolled speaker chosen by a hash of its id
+    (an imposter; the same for every batch, run and machine)."""
+    import zlib
+
+    index = {s: i for i, s in enumerate(speakers)}
+    return torch.tensor([index.get(u.speaker, zlib.crc32(str(u.id).encode()) % len(speakers)) for u in utterances],
+                        dtype=torch.int64)
+
+
 def load_crafting(request: CraftingRequest, length: int, dataset: Dataset | str | None = None,
                   who: str = "attack") -> torch.Tensor:
     """The crafting waveforms (N, 1, length) float32 of ``request``: the first ``request.size`` utterances of
@@ -64,14 +88,7 @@ def load_crafting(request: CraftingRequest, length: int, dataset: Dataset | str 
         if ref is None or ref() is source:
             _SETS.move_to_end(key)
             return waves
-    ds = source if isinstance(source, Dataset) else resolve_dataset(source)
-    if request.split not in ds.split_names():
-        raise ParameterError(f"{who}: dataset {_describe(source)!r} has no split {request.split!r} to craft on "
-                             f"(splits: {', '.join(ds.split_names())})")
-    utts = ds.split(request.split)[: request.size]
-    if not utts:
-        raise ParameterError(f"{who}: split {request.split!r} of dataset {_describe(source)!r} is empty; "
-                             f"choose another crafting split or dataset")
+    utts = _crafting_utterances(request, source, who)
     waves = load_batch([u.path for u in utts], length)
     _SETS[key] = (weakref.ref(source) if isinstance(source, Dataset) else None, waves)
     while len(_SETS) > _KEEP:
@@ -79,15 +96,19 @@ def load_crafting(request: CraftingRequest, length: int, dataset: Dataset | str 
     return waves
 
 
-def provide_crafting(attack: Attack, length: int, dataset: Dataset | str | None = None) -> torch.Tensor | None:
+def provide_crafting(attack: Attack, length: int, dataset: Dataset | str | None = None, task: Task | str | None = None,
+                     speakers: list[str] | None = None) -> torch.Tensor | None:
     """Hand ``attack`` its crafting waveforms (N, 1, length) when it declares a :meth:`~Attack.crafting_request`;
-    ``dataset`` is where the attacked utterances come from (the default source). Returns the waveforms, or None
-    for an attack that crafts on nothing (then nothing is done)."""
+    ``dataset`` is where the attacked utterances come from (the default source). For SV with the system's enrolled
+    ``speakers``, the crafting trials' own claims go with them (:func:`crafting_claims`).
+    Returns the waveforms, or None for an attack that crafts on nothing (then nothing is done)."""
     request = attack.crafting_request()
     if request is None:
         return None
     waves = load_crafting(request, length, dataset, who=attack.name)
-    source = request.dataset if request.dataset is not None else (
-        _describe(dataset) if dataset is not None else DEFAULT_DATASET)
-    attack.set_crafting(waves, source=f"{source}:{request.split}[:{request.size}]")
+    source = request.dataset if request.dataset is not None else (dataset if dataset is not None else DEFAULT_DATASET)
+    claims = None
+    if task is not None and Task(task) == Task.SV and speakers:
+        claims = crafting_claims(_crafting_utterances(request, source, attack.name), list(speakers))
+    attack.set_crafting(waves, source=f"{_describe(source)}:{request.split}[:{request.size}]", claims=claims)
     return waves

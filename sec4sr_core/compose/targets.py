@@ -11,7 +11,10 @@ Modes (``choose_targets(..., mode=...)``):
   possible target, so both modes give the opposite decision (the predecessor's ``specify_target_label.py``).
 * a **file path**: a TSV (``utterance<TAB>target`` per line, ``#`` comments) or a JSON object
   ``{utterance: target}``; keys are utterance ids or their last path component (file stem). Every utterance
-  needs a target.
+  needs a target. A target is a label index (−1 = reject) or, when the enrolled ``speakers`` are given, a speaker
+  name. Each target is checked against the utterance's true label: a target equal to it (a targeted attack that
+  has already succeeded) or an unknown speaker raises :class:`ParameterError` naming the file and the line (JSON:
+  the key), and so does a key given twice.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from sec4sr_core.base.errors import Sec4srError
+from sec4sr_core.base.errors import ParameterError, Sec4srError
 from sec4sr_core.sdk.interfaces import REJECT, Task
 
 MODES = ("random", "hardest", "simplest")
@@ -43,9 +46,11 @@ def choose_targets(
     mode: str = "random",
     scores: torch.Tensor | None = None,
     decisions: torch.Tensor | None = None,
+    speakers: Sequence[str] | None = None,
 ) -> torch.Tensor:
     """Targets (B,) int64 for ``mode`` (see module docstring). ``scores`` (B, S) and optionally ``decisions`` (B,)
-    are the benign ones, needed by ``hardest`` and ``simplest``."""
+    are the benign ones, needed by ``hardest`` and ``simplest``; ``speakers`` (the enrolled names) lets a target
+    file name speakers instead of indices."""
     task = Task(task)
     labels = labels.detach().cpu().long()
     if mode == "random":
@@ -54,7 +59,7 @@ def choose_targets(
         if scores is None:
             raise Sec4srError(f"target mode {mode!r} needs the benign scores of the utterances")
         return targets_from_scores(labels, scores, task, mode, decisions)
-    return targets_from_file(mode, utt_ids, task, n_speakers)
+    return targets_from_file(mode, utt_ids, task, n_speakers, labels=labels, speakers=speakers)
 
 
 def _random(labels: torch.Tensor, utt_ids: Sequence[str], task: Task, n_speakers: int, seed: int) -> torch.Tensor:
@@ -101,20 +106,58 @@ def targets_from_scores(
     return pick.to(torch.int64)
 
 
-def targets_from_file(path: str | Path, utt_ids: Sequence[str], task: Task | str, n_speakers: int) -> torch.Tensor:
-    """Targets read from a TSV or JSON file mapping utterance ids (or their file stems) to target labels."""
+def targets_from_file(path: str | Path, utt_ids: Sequence[str], task: Task | str, n_speakers: int,
+                      labels: torch.Tensor | None = None, speakers: Sequence[str] | None = None) -> torch.Tensor:
+    """Targets read from a TSV or JSON file mapping utterance ids (or their file stems) to target labels (or
+    speaker names, with ``speakers``), checked against the true ``labels`` (B,) when given (module docstring)."""
     task = Task(task)
     p = Path(path).expanduser()
     if not p.is_file():
         raise Sec4srError(f"target mode {str(path)!r} is neither random, hardest, simplest nor an existing file")
-    text = p.read_text(encoding="utf-8")
-    table: dict[str, int] = {}
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParameterError(f"target file {p}: cannot read it as UTF-8 text ({type(exc).__name__})") from None
+    names = {name: i for i, name in enumerate(speakers or ())}
+    lo = 0 if task.closed_set else REJECT
+    hi = 1 if task == Task.SV else n_speakers
+
+    def parse_target(raw, where: str) -> int:
+        if isinstance(raw, bool):
+            raise ParameterError(f"target file {p} {where}: target {raw!r} is not a speaker")
+        if isinstance(raw, str) and raw.strip() in names:
+            return names[raw.strip()]
+        try:
+            t = int(raw) if not isinstance(raw, float) or raw.is_integer() else None
+        except (TypeError, ValueError):
+            t = None
+        if t is None:
+            known = f"; enrolled speakers: {', '.join(list(names)[:8])}{' ...' if len(names) > 8 else ''}" \
+                if names else ""
+            raise ParameterError(f"target file {p} {where}: unknown speaker {raw!r} (give a label index in "
+                                 f"[{lo}, {hi - 1}]{' or a speaker name' if names else ''}){known}")
+        if not lo <= t < hi:
+            raise ParameterError(f"target file {p} {where}: unknown speaker {t}: outside [{lo}, {hi - 1}], "
+                                 f"the targets of {task.value}")
+        return t
+
+    table: dict[str, tuple[int, str]] = {}  # key -> (target, where)
     try:
         if p.suffix.lower() == ".json" or text.lstrip().startswith("{"):
-            raw = json.loads(text)
+            def pairs(items):
+                seen = {}
+                for k, v in items:
+                    if k in seen:
+                        raise ParameterError(f"target file {p}: key {k!r} is given twice")
+                    seen[k] = v
+                return seen
+
+            raw = json.loads(text, object_pairs_hook=pairs)
             if not isinstance(raw, dict):
                 raise ValueError("expected a JSON object {utterance: target}")
-            table = {str(k): int(v) for k, v in raw.items()}
+            for k, v in raw.items():
+                where = f"key {str(k)!r}"
+                table[str(k)] = (parse_target(v, where), where)
         else:
             for n, line in enumerate(text.splitlines(), 1):
                 line = line.split("#", 1)[0].strip()
@@ -123,22 +166,28 @@ def targets_from_file(path: str | Path, utt_ids: Sequence[str], task: Task | str
                 parts = line.split("\t") if "\t" in line else line.split()
                 if len(parts) != 2:
                     raise ValueError(f"line {n}: expected 'utterance<TAB>target'")
-                table[parts[0].strip()] = int(parts[1])
+                key, where = parts[0].strip(), f"line {n}"
+                if key in table:
+                    raise ParameterError(f"target file {p} line {n}: utterance {key!r} is given twice "
+                                         f"(first at {table[key][1]})")
+                table[key] = (parse_target(parts[1].strip(), where), where)
     except (ValueError, TypeError) as exc:
-        raise Sec4srError(f"target file {p}: {exc}") from None
+        raise ParameterError(f"target file {p}: {exc}") from None
     out, missing = [], []
-    lo = 0 if task.closed_set else REJECT
-    hi = 1 if task == Task.SV else n_speakers
-    for uid in utt_ids:
+    truth = None if labels is None else labels.detach().cpu().long().tolist()
+    for j, uid in enumerate(utt_ids):
         # ids as they are (``spk/u05.wav``), without the extension (target files written before ids kept it),
         # then the file name and its stem
-        t = table.get(uid, table.get(Path(uid).with_suffix("").as_posix(),
-                                     table.get(Path(uid).name, table.get(Path(uid).stem))))
-        if t is None:
+        entry = table.get(uid, table.get(Path(uid).with_suffix("").as_posix(),
+                                         table.get(Path(uid).name, table.get(Path(uid).stem))))
+        if entry is None:
             missing.append(uid)
             continue
-        if not lo <= t < hi:
-            raise Sec4srError(f"target file {p}: target {t} of {uid!r} is outside [{lo}, {hi - 1}] for {task.value}")
+        t, where = entry
+        if truth is not None and t == truth[j]:
+            what = "reject (−1)" if t == REJECT else ("accept (0)" if task == Task.SV else f"speaker {t}")
+            raise ParameterError(f"target file {p} {where}: the target of {uid!r} is {what}, its true label; a "
+                                 f"targeted attack needs a different target")
         out.append(t)
     if missing:
         raise Sec4srError(f"target file {p} has no target for {len(missing)} utterance(s), e.g. {missing[0]!r}")

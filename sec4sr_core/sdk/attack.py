@@ -28,6 +28,7 @@ import torch
 from sec4sr_core.base.errors import ParameterError, PluginError
 from sec4sr_core.base.params import Params
 from sec4sr_core.base.types import REJECT, Knowledge, Task
+from sec4sr_core.sdk.attack_params import Budget
 from sec4sr_core.sdk.checks import check_waves
 from sec4sr_core.sdk.interfaces import Component
 from sec4sr_core.sdk.losses import LossFn, resolve_loss, success
@@ -156,6 +157,19 @@ class Attack(Component):
         self.crafting: torch.Tensor | None = None
         #: where :attr:`crafting` came from (e.g. ``embedded:dev[:32]``), for the result's ``extra``
         self.crafting_source: str | None = None
+        #: (N,) claimed speakers of the crafting utterances (SV), handed over with them; None = not given
+        self.crafting_claims: torch.Tensor | None = None
+        #: ``(norm, bound (B,))`` the last run promised (see :meth:`declared_budget`); None before a run
+        self.last_budget: tuple[str, torch.Tensor] | None = None
+
+    @classmethod
+    def make_params(cls, params: Params | dict[str, Any] | None = None, **kwargs: Any) -> Params:
+        """Validate ``params`` updated with ``kwargs``. A Params instance contributes only the values that were set
+        (not the defaults filled in), so budget defaults that depend on other fields are derived again: ``norm=l2``
+        added to default parameters gets the L2 default, not the L∞ ε (:mod:`~sec4sr_core.sdk.attack_params`)."""
+        if isinstance(params, Params):
+            params = params.model_dump(exclude_unset=True)
+        return super().make_params(params, **kwargs)
 
     # -- the template -----------------------------------------------------------------------------------------
     def run(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, targeted: bool = False) -> AttackResult:
@@ -196,11 +210,35 @@ class Attack(Component):
             extra.setdefault("threshold_estimate", oracle.estimated_threshold)
         if self.crafting_source is not None:
             extra.setdefault("crafting", self.crafting_source)
+        declared = self.declared_budget(x)
+        #: (norm, bound (B,)) of the last run: what :func:`sec4sr_core.study.budget.declared_budget` reads
+        self.last_budget = declared
         queries = oracle.queries.clone()
         budget = getattr(self.params, "max_queries", None)
         if budget is not None and bool((queries > budget).any()):
             extra.setdefault("over_query_budget", queries > budget)
         return AttackResult(adv, goal.met(dec).cpu(), queries, dec.cpu(), extra)
+
+    # -- the perturbation budget ------------------------------------------------------------------------------
+    def declared_budget(self, x: torch.Tensor) -> tuple[str, torch.Tensor] | None:
+        """``(norm, bound (B,) float64 on the CPU)`` this attack promises for the batch ``x`` (B, 1, T): ε (L∞) or
+        the radius (L2) per utterance — fixed or from ``snr_db`` (:class:`~sec4sr_core.sdk.attack_params.Budget`)
+        — or None for unbounded attacks (no ``norm`` or no numeric ε)."""
+        norm = getattr(self, "norm", None)
+        if norm not in ("linf", "l2"):
+            return None
+        p = self.params
+        if isinstance(p, Budget):
+            return norm, p.budget(x).detach().double().cpu()
+        eps = getattr(p, "epsilon", None)
+        if not isinstance(eps, (int, float)) or isinstance(eps, bool):
+            return None
+        return norm, torch.full((x.shape[0],), float(eps), dtype=torch.float64)
+
+    def budget(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-utterance bound (B,) of the attack's parameters for ``x`` (B, 1, T), on ``x``'s device and
+        dtype (see :meth:`~sec4sr_core.sdk.attack_params.Budget.budget`)."""
+        return self.params.budget(x)
 
     # -- helpers for perturb ----------------------------------------------------------------------------------
     def affordable(self, oracle: Oracle, cost: int, idx: torch.Tensor | None = None) -> torch.Tensor:
@@ -213,9 +251,11 @@ class Attack(Component):
         """The held-out utterances this attack crafts on, or None (the default: it needs none)."""
         return None
 
-    def set_crafting(self, waves: torch.Tensor, source: str = "given") -> None:
+    def set_crafting(self, waves: torch.Tensor, source: str = "given", claims: torch.Tensor | None = None) -> None:
         """Hand over crafting waveforms (N, 1, T) float in [-1, 1] (any length: the attack fits them); ``source``
-        says where they came from (stored in the result's ``extra["crafting"]``)."""
+        says where they came from (stored in the result's ``extra["crafting"]``). For SV, ``claims`` (N,) are the
+        enrolled speakers the crafting trials claim (the crafting set is then a set of SV trials built like the
+        study's own: genuine utterances claiming their speaker, imposters a seeded random one)."""
         if not isinstance(waves, torch.Tensor) or waves.dim() != 3 or waves.shape[1] != 1 or waves.shape[0] < 1 \
                 or not waves.is_floating_point():
             desc = f"{tuple(waves.shape)} {waves.dtype}" if isinstance(waves, torch.Tensor) else type(waves).__name__
@@ -223,8 +263,14 @@ class Attack(Component):
                                  f"got {desc}")
         if not bool(torch.isfinite(waves).all()) or float(waves.abs().max()) > 1.0:
             raise ParameterError(f"{self.name}: crafting waveforms must be finite and in [-1, 1]")
+        if claims is not None and (not isinstance(claims, torch.Tensor) or claims.shape != (waves.shape[0],)
+                                   or claims.is_floating_point() or claims.dtype == torch.bool):
+            raise ParameterError(f"{self.name}: crafting claims must be an integer tensor ({waves.shape[0]},), one "
+                                 "claimed speaker per crafting utterance")
         self.crafting = waves.detach()
         self.crafting_source = source
+        self.crafting_claims = None if claims is None else claims.detach().long()
+
 
     # -- the Python API ---------------------------------------------------------------------------------------
     def __call__(
@@ -238,15 +284,17 @@ class Attack(Component):
         eot: int = 1,
         seed: int = 0,
         crafting: torch.Tensor | None = None,
+        crafting_claims: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attack ``system`` on ``x`` (B, 1, T); ``y`` defaults to the system's own benign decisions. ``crafting``
-        (N, 1, T) hands an attack with a :meth:`crafting_request` its crafting utterances."""
+        (N, 1, T) hands an attack with a :meth:`crafting_request` its crafting utterances (for SV with the speakers
+        they claim, ``crafting_claims`` (N,))."""
         system = as_defended(system)
         # one clear line instead of a hang (a 1-D x) or raw torch text (float64, NaN, wrong-length y)
         check_waves(x, y, device=system.device, claims=claims, labels_what="y")
         if crafting is not None:
             check_waves(crafting, device=system.device, what="crafting")
-            self.set_crafting(crafting)
+            self.set_crafting(crafting, claims=crafting_claims)
         if y is None:
             with torch.no_grad():
                 y = system.decide(system(x, claims=claims))

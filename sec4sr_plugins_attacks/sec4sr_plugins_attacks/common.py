@@ -44,14 +44,24 @@ class ScoreBased(Attack):
     estimates_threshold = True
 
     def estimate_threshold(self, oracle, x: torch.Tensor, **options) -> float | None:
-        """:func:`ensure_threshold` within the attack's ε ball and query budget (None for CSI)."""
+        """:func:`ensure_threshold` within the attack's ε ball (per utterance with ``snr_db``) and query budget
+        (None for CSI)."""
         p = self.params
-        return ensure_threshold(oracle, x, p.epsilon, max_queries=p.max_queries, **options)
+        return ensure_threshold(oracle, x, self.budget(x), max_queries=p.max_queries, **options)
 
 
-def linf_box(x: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lower and upper bounds (B, 1, T) of the L∞ ball of radius ``epsilon`` around ``x`` intersected with [-1, 1]."""
-    return (x - epsilon).clamp(min=-1.0), (x + epsilon).clamp(max=1.0)
+def _bound(epsilon: float | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
+    """A scalar bound, or a per-utterance one (B,) shaped (B, 1, ..., 1) to broadcast against ``like``."""
+    if isinstance(epsilon, torch.Tensor) and epsilon.dim() == 1:
+        return epsilon.to(like.device, like.dtype).view(-1, *([1] * (like.dim() - 1)))
+    return epsilon
+
+
+def linf_box(x: torch.Tensor, epsilon: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower and upper bounds (B, 1, T) of the L∞ ball of radius ``epsilon`` (a float or per utterance (B,))
+    around ``x`` intersected with [-1, 1]."""
+    e = _bound(epsilon, x)
+    return (x - e).clamp(min=-1.0), (x + e).clamp(max=1.0)
 
 
 def project_linf(adv: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
@@ -63,11 +73,13 @@ def l2_norm(v: torch.Tensor) -> torch.Tensor:
     return v.flatten(1).norm(dim=1)
 
 
-def project_l2(adv: torch.Tensor, x: torch.Tensor, radius: float) -> torch.Tensor:
-    """Project onto {‖adv − x‖₂ ≤ radius} ∩ [-1, 1]. Clipping after scaling keeps the radius: x ∈ [-1, 1], so the
-    clip only shrinks each coordinate of the perturbation."""
+def project_l2(adv: torch.Tensor, x: torch.Tensor, radius: float | torch.Tensor) -> torch.Tensor:
+    """Project onto {‖adv − x‖₂ ≤ radius} ∩ [-1, 1] (``radius`` a float or per utterance (B,)). Clipping after
+    scaling keeps the radius: x ∈ [-1, 1], so the clip only shrinks each coordinate of the perturbation."""
     delta = adv - x
     norm = l2_norm(delta).clamp(min=1e-12)
+    if isinstance(radius, torch.Tensor):
+        radius = radius.to(norm.device, norm.dtype)
     factor = (radius / norm).clamp(max=1.0).view(-1, *([1] * (x.dim() - 1)))
     return (x + delta * factor).clamp(-1.0, 1.0)
 
@@ -126,7 +138,7 @@ def _top(scores: torch.Tensor) -> torch.Tensor:
 def estimate_threshold(
     oracle,
     x: torch.Tensor,
-    epsilon: float = 0.002,
+    epsilon: float | torch.Tensor = 0.002,
     max_iter: int = 30,
     samples: int = 20,
     sigma: float = 0.001,
@@ -200,7 +212,7 @@ def estimate_threshold(
     return est, {"lo": float(lo), "hi": float(hi), "iterations": iterations}
 
 
-def ensure_threshold(oracle, x: torch.Tensor, epsilon: float, max_queries: int | None = None,
+def ensure_threshold(oracle, x: torch.Tensor, epsilon: float | torch.Tensor, max_queries: int | None = None,
                      **kwargs) -> float | None:
     """The threshold a black-box attack uses: None for CSI, the oracle's estimate when set, otherwise estimated
     now (and stored on the oracle as ``estimated_threshold``)."""

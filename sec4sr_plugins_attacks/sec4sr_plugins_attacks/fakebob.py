@@ -50,7 +50,7 @@ class FakeBob(ScoreBased):
         n, dev = x.shape[0], x.device
         self.estimate_threshold(oracle, x, max_iter=p.estimate_iter, sigma=p.sigma, lr=p.max_lr)
         loss_fn = goal.objective(oracle, "margin", p.kappa)
-        lower, upper = linf_box(x, p.epsilon)
+        lower, upper = linf_box(x, self.budget(x))  # ε fixed or per utterance (snr_db)
         adv = x.clone()
         best = Best(x)
         g_prev = torch.zeros_like(x)

@@ -5,6 +5,11 @@ PGD (Madry et al.) descends the losses of :mod:`sec4sr_core.sdk.losses` (minimis
 * L∞: ``x_{k+1} = Π_{[x−ε, x+ε] ∩ [−1, 1]}(x_k − α·sign(∇))``;
 * L2: ``x_{k+1} = Π_{‖·−x‖₂ ≤ ε, [−1, 1]}(x_k − α·∇/‖∇‖₂)``.
 
+The budget is a fixed ε or per utterance from ``snr_db`` (:mod:`sec4sr_core.sdk.attack_params`): ``pgd:snr_db=30``
+gives each utterance ε_i = rms(x_i)·10^(−1.5) and the step α_i = step_size·ε_i/0.002. L2 (``norm=l2``) defaults to
+a radius of SNR 30 dB (‖δ_i‖₂ ≤ ‖x_i‖₂/31.6) and a step of 0.2 radius_i: at the L∞ default ε = 0.002, an L2 ball
+over 3 s of audio would hold less than one 16-bit step per sample.
+
 Every iterate's decision comes with its gradient (one forward+backward per step), and the final iterate is
 evaluated with one forward, so the best adversarial example is kept **per utterance** (a success first, then the
 lowest loss) across steps and restarts at no extra query. Restarts after the first start from ``x + U(−ε, ε)`` (L∞)
@@ -21,7 +26,7 @@ import torch
 from pydantic import Field
 
 from sec4sr_core.sdk import (
-    Attack, Kappa, Knowledge, LinfBall, LossChoice, NormBall, ParamMixin, Steps, StepSize, nes_gradient, probe_sampler,
+    DEFAULT_EPSILON, Attack, Kappa, Knowledge, LinfBall, LossChoice, NormBall, ParamMixin, Steps, StepSize, nes_gradient, probe_sampler,
 )
 
 from .common import (
@@ -74,22 +79,29 @@ class PGD(Attack):
         """The PGD configuration this attack runs (FGSM and CW∞ derive theirs)."""
         return self.params
 
-    def start(self, p: PGDParams, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def start(self, p: PGDParams, x: torch.Tensor, generator: torch.Generator,
+              bound: torch.Tensor | None = None) -> torch.Tensor:
+        """The first iterate for ``x`` (B, 1, T) inside the per-utterance ``bound`` (B,) (a random point of the
+        ball when restarting)."""
         if not p.restarts:
             return x.clone()
+        bound = p.budget(x) if bound is None else bound
         if p.norm == "l2":
             d = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             r = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
-            d = d / expand(l2_norm(d).clamp(min=1e-12), d) * expand(r * p.epsilon, d)
-            return project_l2(x + d, x, p.epsilon)
+            d = d / expand(l2_norm(d).clamp(min=1e-12), d) * expand(r * bound, d)
+            return project_l2(x + d, x, bound)
         noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
-        return (x + noise * p.epsilon).clamp(-1.0, 1.0)
+        return (x + noise * expand(bound, x)).clamp(-1.0, 1.0)
 
-    def step(self, p: PGDParams, adv, grad, x, lower, upper) -> torch.Tensor:
+    def step(self, p: PGDParams, adv, grad, x, lower, upper, bound=None, alpha=None) -> torch.Tensor:
+        """One projected step; ``bound`` and ``alpha`` are per utterance (B,)."""
+        bound = p.budget(x) if bound is None else bound
+        alpha = p.steps_for(bound) if alpha is None else alpha
         if p.norm == "l2":
             g = grad / expand(l2_norm(grad).clamp(min=1e-12), grad)
-            return project_l2(adv - p.step_size * g, x, p.epsilon)
-        return project_linf(adv - p.step_size * grad.sign(), lower, upper)
+            return project_l2(adv - expand(alpha, g) * g, x, bound)
+        return project_linf(adv - expand(alpha, grad) * grad.sign(), lower, upper)
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def perturb(self, oracle, x, goal):
@@ -98,17 +110,19 @@ class PGD(Attack):
         loss_fn = goal.objective(oracle, p.loss, p.kappa)
         best = Best(x)
         all_idx = torch.arange(x.shape[0], device=x.device)
+        bound = p.budget(x)  # (B,) ε or radius per utterance
+        alpha = p.steps_for(bound)  # (B,) step per utterance
         for restart in range(max(1, p.restarts)):
             idx = all_idx if restart == 0 else all_idx[~best.ok]
             if idx.numel() == 0:
                 break
-            xs, ys = x[idx], goal.labels(idx)
-            lower, upper = linf_box(xs, p.epsilon)
-            adv = self.start(p, xs, oracle.generator)
+            xs, ys, bs, al = x[idx], goal.labels(idx), bound[idx], alpha[idx]
+            lower, upper = linf_box(xs, bs)
+            adv = self.start(p, xs, oracle.generator, bs)
             for _ in range(p.steps):
                 loss, grad, dec = self.gradient(oracle, adv, loss_fn, ys, idx)
                 best.update(adv, loss, goal.met(dec, idx), dec, idx)
-                adv = self.step(p, adv, grad, xs, lower, upper).detach()
+                adv = self.step(p, adv, grad, xs, lower, upper, bs, al).detach()
             with torch.no_grad():
                 scores, dec = oracle.scores_and_decisions(adv, owners=idx.cpu())
                 best.update(adv, loss_fn(scores, ys), goal.met(dec, idx), dec, idx)
@@ -127,7 +141,9 @@ class FGSM(PGD):
 
     def pgd_params(self) -> PGDParams:
         p = self.params
-        return PGDParams(epsilon=p.epsilon, step_size=p.epsilon, steps=1, loss=p.loss, kappa=p.kappa)
+        # one step of the whole budget: α = ε (fixed) or α_i = ε_i (snr_db: step_size 0.002 is "one ε")
+        step = DEFAULT_EPSILON if p.snr_db is not None else p.epsilon
+        return PGDParams(epsilon=p.epsilon, snr_db=p.snr_db, step_size=step, steps=1, loss=p.loss, kappa=p.kappa)
 
 
 class CWInfParams(Kappa, Restarts, StepSize.with_defaults(step_size=0.001),
@@ -143,8 +159,8 @@ class CWInf(PGD):
 
     def pgd_params(self) -> PGDParams:
         p = self.params
-        return PGDParams(epsilon=p.epsilon, step_size=p.step_size, steps=p.steps, restarts=p.restarts,
-                         loss="margin", kappa=p.kappa)
+        return PGDParams(epsilon=p.epsilon, snr_db=p.snr_db, step_size=p.step_size, steps=p.steps,
+                         restarts=p.restarts, loss="margin", kappa=p.kappa)
 
 
 class PGDNESParams(NESSampling, StepSize.with_defaults(step_size=0.0002), Steps.with_defaults(steps=100, descriptions={
@@ -162,12 +178,12 @@ class PGDNES(PGD):
     estimates_threshold = True
 
     def prepare(self, oracle, x) -> None:
-        ensure_threshold(oracle, x, self.params.epsilon)
+        ensure_threshold(oracle, x, self.params.budget(x))
         self._sampler = probe_sampler(self.params.prior)  # one per run: its mel filterbank is built once
 
-    def start(self, p, x, generator):
+    def start(self, p, x, generator, bound=None):
         self._avg = None  # the momentum buffer restarts with every restart
-        return super().start(p, x, generator)
+        return super().start(p, x, generator, bound)
 
     def gradient(self, oracle, adv, loss_fn, y, idx):
         p = self.params

@@ -50,8 +50,9 @@ class Siren(ScoreBased):
         loss_fn = goal.objective(oracle, "margin", p.kappa)
         gen = oracle.generator
         m = p.n_particles
-        lo = torch.maximum(-1 - x, torch.full_like(x, -p.epsilon)).unsqueeze(1)  # (n, 1, 1, T)
-        hi = torch.minimum(1 - x, torch.full_like(x, p.epsilon)).unsqueeze(1)
+        eps = self.budget(x).view(-1, 1, 1)  # (n, 1, 1): ε fixed or per utterance (snr_db)
+        lo = torch.maximum(-1 - x, -eps.expand_as(x)).unsqueeze(1)  # (n, 1, 1, T)
+        hi = torch.minimum(1 - x, eps.expand_as(x)).unsqueeze(1)
         span = hi - lo
         shape = (n, m) + tuple(x.shape[1:])
 

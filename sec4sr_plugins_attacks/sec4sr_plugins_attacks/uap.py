@@ -18,6 +18,17 @@ With ``period`` P > 0 (default 1600 samples, 0.1 s) δ is a P-sample pattern til
 crafting batch sees it at a fresh random offset: the perturbation is shift-invariant, so it does not depend on
 where an unseen utterance starts. At ε = 0.002 only this form moved GE2E at all (``docs/attacks.md``): a
 full-length δ (``period=0``) lowered the margins of unseen trials but flipped none.
+**SV crafting trials.** On SV every score needs a claimed speaker. The crafting utterances are scored against the
+claims handed over with them (``set_crafting(waves, claims=...)``: the study's own SV trials of the crafting split,
+genuine utterances claiming their speaker), never against the attacked batch's claims borrowed by index. Without
+handed-over claims, each crafting utterance claims the enrolled speaker it scores highest against (a genuine-style
+trial, one query per utterance and speaker, charged); when crafting falls back to the attacked batch, the batch's
+own claims are used.
+
+**Budget.** ε is fixed, or per utterance with ``snr_db``: the pattern is crafted inside ε_c = the median of the
+crafting utterances' ε_i (step ``step_size·ε_c/0.002``), and each attacked utterance receives it clipped to its own
+ε_i, so every utterance stays within its SNR budget.
+
 A perturbation is cached per (parameters, length, task, target, system and crafting-set fingerprint) within the
 process, so every batch of a study reuses it; the crafting queries are charged, spread evenly, to the first
 batch's utterances.
@@ -33,7 +44,8 @@ import torch
 from pydantic import Field
 
 from sec4sr_core.sdk import (
-    Attack, Crafted, CraftingRequest, Kappa, Knowledge, LinfBall, LossChoice, Steps, StepSize, fit_length,
+    Attack, Crafted, CraftingRequest, Kappa, Knowledge, LinfBall, LossChoice, ParameterError, Steps, StepSize,
+    fit_length,
 )
 
 _CACHE: dict[tuple, torch.Tensor] = {}
@@ -76,6 +88,24 @@ class UAP(Attack):
             return x, "attacked batch"
         return fit_length(self.crafting, x.shape[-1]).to(x.device, x.dtype), None
 
+    def crafting_claims_for(self, oracle, xc: torch.Tensor, fallback: str | None) -> torch.Tensor | None:
+        """The claimed speaker (N,) of each crafting utterance on SV (None for other tasks and for the attacked
+        batch itself, whose own claims the oracle holds); see the module docstring."""
+        if oracle.task.value != "sv" or fallback is not None:
+            return None
+        if self.crafting_claims is not None:
+            claims = self.crafting_claims.to(oracle.device)
+            if int(claims.min()) < 0 or int(claims.max()) >= oracle.n_speakers:
+                raise ParameterError(f"uap: crafting claims must be enrolled speaker indices in "
+                                     f"[0, {oracle.n_speakers - 1}]")
+            return claims
+        n, s = xc.shape[0], oracle.n_speakers
+        probes = xc.repeat(s, 1, 1)  # [all utterances claiming 0, all claiming 1, ...]
+        claims = torch.arange(s, device=oracle.device).repeat_interleave(n)
+        owners = torch.arange(n * s) % oracle.n
+        scores = oracle.scores(probes, owners=owners, claims=claims).view(s, n)
+        return scores.argmax(dim=0)
+
     def pattern_length(self, length: int) -> int:
         p = self.params
         return length if p.period == 0 or p.period >= length else p.period
@@ -94,11 +124,15 @@ class UAP(Attack):
         g = torch.nn.functional.pad(g, (offset, (-(g.shape[-1] + offset)) % period))
         return g.view(1, 1, -1, period).sum(dim=2)
 
-    def craft(self, oracle, xc: torch.Tensor, labels: torch.Tensor, loss_fn) -> torch.Tensor:
-        """The universal pattern (1, 1, P) for crafting inputs ``xc`` (N, 1, T) with labels (N,)."""
+    def craft(self, oracle, xc: torch.Tensor, labels: torch.Tensor, loss_fn,
+              claims: torch.Tensor | None = None) -> torch.Tensor:
+        """The universal pattern (1, 1, P) for crafting inputs ``xc`` (N, 1, T) with labels (N,) and, on SV, the
+        claims (N,) of the crafting trials."""
         p = self.params
         t = xc.shape[-1]
         period = self.pattern_length(t)
+        eps = float(self.budget(xc).median())  # ε_c: the fixed ε, or the crafting set's median ε_i (snr_db)
+        alpha = float(p.steps_for(torch.tensor([eps]))[0])
         delta = torch.zeros((1, 1, period), device=xc.device, dtype=xc.dtype)
         for _ in range(p.steps):
             total = torch.zeros_like(delta)
@@ -107,10 +141,11 @@ class UAP(Attack):
                 owners = torch.arange(s, s + chunk.shape[0]) % oracle.n
                 shift = 0 if period == t else int(torch.randint(0, period, (1,), generator=oracle.generator,
                                                                 device=oracle.generator.device))
+                cl = None if claims is None else claims[s : s + chunk.shape[0]]
                 _, grad, _, _ = oracle.loss_and_grad((chunk + self.tile(delta, t, shift)).clamp(-1, 1), loss_fn,
-                                                     labels[s : s + chunk.shape[0]], owners=owners)
+                                                     labels[s : s + chunk.shape[0]], owners=owners, claims=cl)
                 total += self.fold(grad, period, shift)
-            delta = (delta - p.step_size * total.sign()).clamp(-p.epsilon, p.epsilon)
+            delta = (delta - alpha * total.sign()).clamp(-eps, eps)
         return delta
 
     def perturb(self, oracle, x, goal):
@@ -121,8 +156,9 @@ class UAP(Attack):
             def craft_loss(scores, labels):
                 return loss_fn(scores, labels).clamp(min=-p.saturation)
         xc, fallback = self.crafting_set(x)
+        claims_c = self.crafting_claims_for(oracle, xc, fallback)
         owners = torch.arange(xc.shape[0]) % oracle.n
-        scores_c, dec_c = oracle.scores_and_decisions(xc, owners=owners)
+        scores_c, dec_c = oracle.scores_and_decisions(xc, owners=owners, claims=claims_c)
         fingerprint = hashlib.sha256(scores_c.double().cpu().numpy().round(5).tobytes()).hexdigest()[:16]
         base = (json.dumps(p.model_dump(), sort_keys=True), x.shape[-1], oracle.task.value, fingerprint)
         goals = sorted(set(goal.y.tolist())) if goal.targeted else [None]
@@ -131,14 +167,15 @@ class UAP(Attack):
             key = base + (g,)
             if key not in _CACHE:
                 labels = dec_c if g is None else torch.full_like(dec_c, g)
-                _CACHE[key] = self.craft(oracle, xc, labels, craft_loss).detach()
+                _CACHE[key] = self.craft(oracle, xc, labels, craft_loss, claims_c).detach()
             deltas[g] = _CACHE[key]
         if goal.targeted:
             pick = torch.tensor([goals.index(v) for v in goal.y.tolist()], device=x.device)
             delta = torch.cat([self.tile(deltas[g], x.shape[-1]) for g in goals])[pick]
         else:
             delta = self.tile(deltas[None], x.shape[-1])
-        adv = (x + delta).clamp(-1.0, 1.0)
+        bound = self.budget(x).view(-1, 1, 1)  # each utterance's own ε_i (snr_db) or the fixed ε
+        adv = (x + torch.maximum(torch.minimum(delta, bound), -bound)).clamp(-1.0, 1.0)
         with torch.no_grad():
             _, dec = oracle.scores_and_decisions(adv)
         extra = {"universal": True} if fallback is None else {"universal": True, "crafting": fallback}

@@ -123,3 +123,24 @@ def test_bad_crafting_waveforms_are_refused():
         warnings.simplefilter("error")
         atk.set_crafting(torch.zeros(2, 1, 10))
     assert atk.crafting_source == "given"
+
+
+def test_sv_crafting_trials_carry_their_own_claims(corpus):
+    """For SV the core hands UAP the crafting trials' own claims: an enrolled speaker's utterance claims that
+    speaker, an imposter's claims one chosen by its id — never claims borrowed by index from another set."""
+    atk = sec4sr_core.attack("uap", **UAP)
+    dev = corpus.split("dev")[:3]  # speakers s0, s1, s0
+    provide_crafting(atk, length=T, dataset=corpus, task="sv", speakers=["s1", "s0"])
+    assert atk.crafting_claims.tolist() == [1, 0, 1]
+    assert [u.speaker for u in dev] == ["s0", "s1", "s0"]
+    # an imposter (not enrolled) claims a speaker fixed by its id, the same whatever the batch or run
+    provide_crafting(atk, length=T, dataset=corpus, task="sv", speakers=["s1", "x"])
+    first = atk.crafting_claims.tolist()
+    import zlib
+
+    assert first == [zlib.crc32(b"u0") % 2, 0, zlib.crc32(b"u2") % 2]
+    provide_crafting(atk, length=T, dataset=corpus, task="sv", speakers=["s1", "x"])
+    assert atk.crafting_claims.tolist() == first
+    # other tasks get no claims
+    provide_crafting(atk, length=T, dataset=corpus, task="csi-e", speakers=["s1", "s0"])
+    assert atk.crafting_claims is None

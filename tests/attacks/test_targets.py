@@ -53,7 +53,7 @@ def test_hardest_simplest_match_a_manual_loop(scores, mode):
 
 
 def test_targets_from_tsv_and_json(tmp_path):
-    labels = torch.tensor([0, 1, 2])
+    labels = torch.tensor([1, 2, 0])  # no target equals its true label (that is refused)
     tsv = tmp_path / "t.tsv"
     tsv.write_text("# utterance\ttarget\n" + "".join(f"{u.split('/')[-1]}\t{k}\n" for k, u in enumerate(IDS[:3])))
     assert choose_targets(labels, IDS[:3], Task.OSI, 4, 0, mode=str(tsv)).tolist() == [0, 1, 2]

@@ -96,16 +96,21 @@ def test_the_budget_rule_flags_exactly_the_attacks_leaving_their_ball(epsilon, f
 
 
 def test_attacks_going_around_the_oracle_are_caught():
+    from sec4sr_core.sdk.system import as_defended
+
+    ds = as_defended(tiny_system())
+
     class SideChannel(_SignNoise):
-        """Scores the system directly, bypassing the oracle's query count."""
+        """Scores the system directly (it holds a reference of its own), bypassing the oracle's query count."""
 
         name = "side-channel"
 
         def run(self, oracle, x, y, targeted=False):
-            oracle._system(x)  # noqa: SLF001 - what the rule forbids
+            assert not hasattr(oracle, "_system")  # the oracle itself offers no way to the system
+            ds(x)  # what the rule forbids
             return super().run(oracle, x, y, targeted)
 
-    assert rules_of(check_attack, SideChannel, registry=False) == {"attack.queries"}
+    assert rules_of(check_attack, SideChannel, system=ds, registry=False) == {"attack.queries"}
 
 
 def test_lying_decisions_and_unseeded_randomness_are_caught():
