@@ -4,9 +4,11 @@ From Python, as easily as torchattacks::
 
     import sec4sr_core as sec4sr
     system = sec4sr.load_system("ge2e", task="csi-e")        # enrolled on the embedded corpus
+    x, y, _ = sec4sr.load_trials("embedded", task="csi-e", limit=8)   # x (B, 1, T) in [-1, 1], y (B,)
     pgd = sec4sr.attack("pgd", epsilon=0.002, steps=10)
-    adv = pgd(system, x, y)                                 # x (B, 1, T) in [-1, 1]
+    adv = pgd(system, x, y)
     defended = sec4sr.defend(system, "qt:q=512")
+    mine = sec4sr.load_system(sec4sr.wrap(my_net), task="sv")  # any torch (B, T) -> (B, D) embedding network
 
 The package is layered (``docs/architecture.md``): ``base`` → ``sdk`` (what plugins import) → ``builtins`` (the
 core's own plugin) → ``plugins`` (manager, registry) → ``compose`` (systems from specs, enrollment) → ``study``
@@ -31,7 +33,8 @@ _NAMES = {
     "Dataset": "sec4sr_core.sdk.interfaces", "Defense": "sec4sr_core.sdk.interfaces",
     "Metric": "sec4sr_core.sdk.interfaces", "SpeakerModel": "sec4sr_core.sdk.interfaces",
     "registry": "sec4sr_core.api", "attack": "sec4sr_core.api", "defense": "sec4sr_core.api",
-    "defend": "sec4sr_core.api", "load_system": "sec4sr_core.api",
+    "defend": "sec4sr_core.api", "load_system": "sec4sr_core.api", "load_trials": "sec4sr_core.api",
+    "wrap": "sec4sr_core.api", "Trials": "sec4sr_core.api", "WrappedModel": "sec4sr_core.api",
 }
 
 __all__ = sorted(_NAMES)

@@ -17,6 +17,10 @@ DATASETS = (
      "Audio on disk as root/<speaker>/<utt>.wav|flac (Spk10/Spk251 layout) or root/<split>/<speaker>/."),
     ("librispeech", "sec4sr_core.builtins.datasets:LibriSpeechDataset",
      "LibriSpeech in its own layout <root>/<subset>/<speaker>/<chapter>/*.flac, MD5-verified archive."),
+    ("prompts", "sec4sr_core.builtins.prompts:PromptsDataset",
+     "Real recorded speech: seven voices of the Debian Asterisk prompt packages (16 kHz, CC-BY-SA 3.0)."),
+    ("voxceleb", "sec4sr_core.builtins.voxceleb:VoxCelebDataset",
+     "VoxCeleb1 layout wav/<speaker>/<video>/<utt>.wav with a 'label enroll test' trial list (veri_test2.txt)."),
 )
 
 #: (name, "module:attr", summary) of the built-in per-utterance metrics (summary = the class' describe())

@@ -211,13 +211,28 @@ class EmbeddedDataset(Dataset):
         return list(self._splits)
 
 
+class FixedSplits(Dataset):
+    """A dataset with the standard named splits (:data:`SPLITS`), built once into ``self._splits`` (a cached
+    ``{split: [Utterance, ...]}``; a split it leaves out is empty)."""
+
+    _splits: dict[str, list[Utterance]]
+
+    def split(self, name: str) -> list[Utterance]:
+        if name not in SPLITS:
+            raise Sec4srError(f"unknown split {name!r} (splits: {', '.join(SPLITS)})")
+        return list(self._splits.get(name, []))
+
+    def split_names(self) -> Sequence[str]:
+        return list(SPLITS)
+
+
 class FolderParams(Params):
     root: Path = Field(..., description="folder holding <speaker>/<utterance>.wav|flac (or <split>/<speaker>/...)")
     imposters: int = Field(0, ge=0, description="number of speakers (last, sorted) used as imposters")
     verify: bool = Field(True, description="verify files against root/SHA256SUMS when that file exists")
 
 
-class FolderDataset(Dataset):
+class FolderDataset(FixedSplits):
     """Audio on disk as ``root/<speaker>/<utt>.wav|flac`` (the Spk10/Spk251 layout), or with split folders
     ``root/<split>/<speaker>/<utt>`` (split names as in the embedded corpus; ``imposter`` maps to both imposter
     splits)."""
@@ -254,13 +269,6 @@ class FolderDataset(Dataset):
             raise Sec4srError(f"no audio files (*.wav, *.flac) under {root}/<speaker>/")
         return split_by_rule(speakers, self.params.imposters, id_of)
 
-    def split(self, name: str) -> list[Utterance]:
-        if name not in SPLITS:
-            raise Sec4srError(f"unknown split {name!r} (splits: {', '.join(SPLITS)})")
-        return list(self._splits.get(name, []))
-
-    def split_names(self) -> Sequence[str]:
-        return list(SPLITS)
 
 
 def _speaker_files(root: Path) -> dict[str, list[Path]]:
@@ -287,7 +295,7 @@ class LibriParams(Params):
     archive: Path | None = Field(None, description="the downloaded .tar.gz, verified against its published MD5")
 
 
-class LibriSpeechDataset(Dataset):
+class LibriSpeechDataset(FixedSplits):
     """LibriSpeech in its own layout ``<root>/<subset>/<speaker>/<chapter>/<spk>-<chapter>-<utt>.flac``."""
 
     name = "librispeech"
@@ -316,10 +324,3 @@ class LibriSpeechDataset(Dataset):
             speakers = {k: speakers[k] for k in keep}
         return split_by_rule(speakers, self.params.imposters, lambda spk, p: p.stem, order=lambda s: (len(s), s))
 
-    def split(self, name: str) -> list[Utterance]:
-        if name not in SPLITS:
-            raise Sec4srError(f"unknown split {name!r} (splits: {', '.join(SPLITS)})")
-        return list(self._splits.get(name, []))
-
-    def split_names(self) -> Sequence[str]:
-        return list(SPLITS)

@@ -17,45 +17,99 @@ midpoint between adjacent sorted scores that minimises |FRR − FAR|; the EER re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
-from sec4sr_core.sdk.audio import load_batch
-from sec4sr_core.base.types import DEFAULT_LENGTH_S
 from sec4sr_core.base.errors import Sec4srError
+from sec4sr_core.base.types import DEFAULT_LENGTH_S
+from sec4sr_core.sdk.audio import load_batch
 from sec4sr_core.sdk.interfaces import REJECT, Dataset, SpeakerModel, Task, Utterance
 from sec4sr_core.sdk.modelstore import home, params_hash, read_torch_file
 from sec4sr_core.sdk.system import SpeakerSystem
 
 
-
-def eer_threshold(targets: torch.Tensor, nontargets: torch.Tensor) -> tuple[float, float]:
-    """(θ, EER) for the strict rule ``accept iff score > θ`` (see module docstring). Vectorised."""
+def _sorted_counts(targets: torch.Tensor, nontargets: torch.Tensor):
+    """Distinct scores ``u`` (ascending) and the cumulative target / non-target counts at or below each, in float64
+    on the CPU: one sort, O(N log N) time and O(N) memory."""
     t = targets.detach().double().flatten().cpu()
     n = nontargets.detach().double().flatten().cpu()
     if t.numel() == 0 or n.numel() == 0:
-        raise Sec4srError("EER needs at least one target and one non-target score")
-    allv = torch.cat([t, n]).unique()  # sorted
-    cands = torch.cat([allv[:1] - 1.0, (allv[1:] + allv[:-1]) / 2, allv[-1:] + 1.0])
-    frr = (t.unsqueeze(0) <= cands.unsqueeze(1)).double().mean(dim=1)
-    far = (n.unsqueeze(0) > cands.unsqueeze(1)).double().mean(dim=1)
+        raise Sec4srError("EER and minDCF need at least one target and one non-target score")
+    if not (torch.isfinite(t).all() and torch.isfinite(n).all()):
+        raise Sec4srError("EER and minDCF need finite scores (got NaN or infinite ones)")
+    values, inverse = torch.cat([t, n]).unique(sorted=True, return_inverse=True)
+    cum_t = torch.bincount(inverse[: t.numel()], minlength=values.numel()).cumsum(0).double()
+    cum_n = torch.bincount(inverse[t.numel():], minlength=values.numel()).cumsum(0).double()
+    return values, cum_t, cum_n, t.numel(), n.numel()
+
+
+def eer_threshold(targets: torch.Tensor, nontargets: torch.Tensor) -> tuple[float, float]:
+    """(θ, EER) for the strict rule ``accept iff score > θ`` (see module docstring).
+
+    Sorting-based: the candidate thresholds are one below the lowest score, the midpoints of adjacent distinct
+    scores and one above the highest; FRR/FAR at each come from cumulative counts over the sorted scores, so N
+    scores cost O(N log N) time and O(N) memory (the same θ and EER as evaluating every candidate against every
+    score, ties included)."""
+    values, cum_t, cum_n, nt, nn_ = _sorted_counts(targets, nontargets)
+    cands = torch.cat([values[:1] - 1.0, (values[1:] + values[:-1]) / 2, values[-1:] + 1.0])
+    frr = torch.cat([cum_t.new_zeros(1), cum_t]) / nt  # share of targets <= candidate
+    far = (nn_ - torch.cat([cum_n.new_zeros(1), cum_n])) / nn_  # share of non-targets > candidate
     i = int(torch.argmin((frr - far).abs()))
     return float(cands[i]), float((frr[i] + far[i]) / 2)
 
 
 def min_dcf(targets: torch.Tensor, nontargets: torch.Tensor, p_target: float = 0.01) -> float:
-    """Normalised minimum detection cost (C_miss = C_fa = 1) over all thresholds, for ``score > θ``."""
-    t = targets.detach().double().flatten().cpu()
-    n = nontargets.detach().double().flatten().cpu()
-    allv = torch.cat([t, n]).unique()
-    cands = torch.cat([allv[:1] - 1.0, allv])
-    frr = (t.unsqueeze(0) <= cands.unsqueeze(1)).double().mean(dim=1)
-    far = (n.unsqueeze(0) > cands.unsqueeze(1)).double().mean(dim=1)
+    """Normalised minimum detection cost (C_miss = C_fa = 1, prior ``p_target``) over all thresholds, for
+    ``score > θ``: min over θ of (p·FRR + (1−p)·FAR) / min(p, 1−p). Sorting-based, O(N log N)."""
+    if not 0.0 < p_target < 1.0:
+        raise Sec4srError(f"minDCF needs a target prior in (0, 1), got {p_target}")
+    _, cum_t, cum_n, nt, nn_ = _sorted_counts(targets, nontargets)
+    frr = torch.cat([cum_t.new_zeros(1), cum_t]) / nt
+    far = (nn_ - torch.cat([cum_n.new_zeros(1), cum_n])) / nn_
     dcf = p_target * frr + (1 - p_target) * far
     return float(dcf.min() / min(p_target, 1 - p_target))
+
+
+#: target priors of the minDCF values reported for SV (C_miss = C_fa = 1)
+DCF_PRIORS = (0.01, 0.05)
+
+
+def sv_metrics(targets: torch.Tensor, nontargets: torch.Tensor) -> dict[str, float]:
+    """``{"eer", "threshold", "min_dcf_0.01", "min_dcf_0.05"}`` of target / non-target trial scores."""
+    theta, eer = eer_threshold(targets, nontargets)
+    out = {"eer": eer, "threshold": theta}
+    for p in DCF_PRIORS:
+        out[f"min_dcf_{p:g}"] = min_dcf(targets, nontargets, p)
+    return out
+
+
+def as_norm(scores: torch.Tensor, enroll_cohort: torch.Tensor, test_cohort: torch.Tensor, top_k: int = 300
+            ) -> torch.Tensor:
+    """Adaptive s-norm (AS-Norm) of trial scores.
+
+    ``scores`` (N,) are raw trial scores; ``enroll_cohort`` / ``test_cohort`` (N, C) the scores of each trial's
+    enrollment / test side against a cohort of C impostor embeddings. Each side is normalised by the mean and
+    standard deviation of its ``top_k`` highest cohort scores (all C when C < top_k):
+    ``0.5·((s − μ_e)/σ_e + (s − μ_t)/σ_t)``."""
+    if enroll_cohort.dim() != 2 or test_cohort.dim() != 2 or enroll_cohort.shape[0] != scores.shape[0] \
+            or test_cohort.shape[0] != scores.shape[0]:
+        raise Sec4srError("as_norm needs scores (N,) and cohort scores (N, C) for both sides")
+    if enroll_cohort.shape[1] < 2 or top_k < 2:
+        raise Sec4srError(f"AS-Norm needs a cohort of at least 2 embeddings and top_k >= 2 "
+                          f"(cohort {enroll_cohort.shape[1]}, top_k {top_k})")
+    mu_e, sd_e = cohort_stats(enroll_cohort, top_k)
+    mu_t, sd_t = cohort_stats(test_cohort, top_k)
+    return 0.5 * ((scores - mu_e) / sd_e + (scores - mu_t) / sd_t)
+
+
+def cohort_stats(cohort_scores: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation (N,) of the ``top_k`` highest of each row of cohort scores (N, C)."""
+    top = cohort_scores.topk(min(int(top_k), cohort_scores.shape[1]), dim=1).values
+    return top.mean(dim=1), top.std(dim=1).clamp_min(1e-8)
 
 
 @torch.no_grad()
@@ -69,6 +123,49 @@ def embed_utterances(
         x = load_batch([u.path for u in utts[i : i + batch_size]], length).to(model.device)
         out.append(model.embed(x, "wave").detach())
     return torch.cat(out, dim=0) if out else torch.zeros(0)
+
+
+@torch.no_grad()
+def trial_list_scores(
+    model: SpeakerModel, trials: Sequence[tuple[int, Utterance, Utterance]], length_s: float = DEFAULT_LENGTH_S,
+    cohort: Sequence[Utterance] = (), top_k: int = 0, batch_size: int = 32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of an SV trial list ``(label, enroll, test)``: (target scores, non-target scores), float64 on the CPU.
+
+    Every distinct utterance is embedded once (cropped/padded to ``length_s``); a trial's score is
+    ``model.score(test, enroll)``. With ``top_k > 0`` and a ``cohort``, scores are AS-Norm-normalised
+    (:func:`as_norm`): the cohort is one embedding per cohort speaker (``model.enroll_embeddings`` of its
+    utterances), and each distinct utterance's top-``top_k`` cohort statistics are computed once."""
+    if not trials:
+        raise Sec4srError("the SV trial list is empty")
+    utts: dict[str, Utterance] = {}
+    for _, a, b in trials:
+        utts.setdefault(a.id, a)
+        utts.setdefault(b.id, b)
+    ids = list(utts)
+    index = {k: i for i, k in enumerate(ids)}
+    embs = embed_utterances(model, [utts[k] for k in ids], length_s, batch_size)
+    enr = torch.tensor([index[a.id] for _, a, _ in trials])
+    tst = torch.tensor([index[b.id] for _, _, b in trials])
+    labels = torch.tensor([int(lab) for lab, _, _ in trials], dtype=torch.bool)
+    scores = torch.cat([model.score(embs[tst[i:i + 1024]], embs[enr[i:i + 1024]]).diagonal()
+                        for i in range(0, len(trials), 1024)]).double().cpu()
+    if top_k:
+        if not cohort:
+            raise Sec4srError("AS-Norm needs a cohort of impostor utterances; this dataset has none")
+        if top_k < 2:
+            raise Sec4srError(f"AS-Norm needs top_k >= 2, got {top_k}")
+        coh_utts = list(cohort)
+        coh_embs = embed_utterances(model, coh_utts, length_s, batch_size)
+        speakers = sorted({u.speaker for u in coh_utts})  # one cohort entry per speaker (its enrolled embedding)
+        if len(speakers) < 2:
+            raise Sec4srError(f"AS-Norm needs at least 2 cohort speakers, got {len(speakers)}")
+        owner = [u.speaker for u in coh_utts]
+        coh = torch.stack([model.enroll_embeddings(coh_embs[[i for i, o in enumerate(owner) if o == s]])
+                           for s in speakers])
+        mu, sd = cohort_stats(model.score(embs, coh).double().cpu(), top_k)  # per distinct utterance (U,)
+        scores = 0.5 * ((scores - mu[enr]) / sd[enr] + (scores - mu[tst]) / sd[tst])
+    return scores[labels], scores[~labels]
 
 
 @dataclass
@@ -89,7 +186,7 @@ class Enrollment:
         }
 
     @classmethod
-    def from_payload(cls, p: dict[str, Any]) -> "Enrollment":
+    def from_payload(cls, p: dict[str, Any]) -> Enrollment:
         return cls(list(p["speakers"]), p["enrolled"], dict(p["thresholds"]), dict(p["eer"]), dict(p.get("stats", {})))
 
 
@@ -123,6 +220,7 @@ def enroll(model: SpeakerModel, dataset: Dataset, length_s: float = DEFAULT_LENG
         sv_non = torch.cat([others, imp_scores.flatten()])
         thresholds["sv"], eer["sv"] = eer_threshold(true, sv_non)
         stats["sv_min_dcf"] = min_dcf(true, sv_non)
+        stats["sv_min_dcf_0.05"] = min_dcf(true, sv_non, 0.05)
         correct = dev_scores.argmax(dim=1) == labels
         osi_targets = true[correct] if bool(correct.any()) else true
         imp_best = imp_scores.max(dim=1).values
@@ -138,17 +236,21 @@ def load_or_enroll(
     model: SpeakerModel, dataset: Dataset, length_s: float = DEFAULT_LENGTH_S, refresh: bool = False,
     path: Path | None = None,
 ) -> Enrollment:
-    """The enrollment cached at ``path`` (default :func:`enrollment_path`) when it was made with ``length_s``,
+    """The enrollment cached at ``path`` (default :func:`enrollment_path`) when it was made with ``length_s`` by
+    the same weights (a digest of the model's state: replacing a checkpoint behind the same ``path=`` re-enrolls),
     else a new one, stored there atomically."""
+    from sec4sr_core.compose.factories import weights_digest
+
     path = path or enrollment_path(model, dataset)
+    digest = weights_digest(model)
     if path.exists() and not refresh:
         payload = read_torch_file(path)
-        if isinstance(payload, dict) and payload.get("length_s") == length_s:
+        if isinstance(payload, dict) and payload.get("length_s") == length_s and payload.get("weights") == digest:
             return Enrollment.from_payload(payload)
     e = enroll(model, dataset, length_s)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({**e.to_payload(), "length_s": length_s}, tmp)
+    torch.save({**e.to_payload(), "length_s": length_s, "weights": digest}, tmp)
     tmp.replace(path)
     return e
 

@@ -84,6 +84,9 @@ class SpeakerModel(Component, nn.Module):
     tasks: ClassVar[tuple[Task, ...]] = (Task.CSI_E, Task.SV, Task.OSI)
     #: True when the model has no shipped weights and must be trained by ``sec4sr train`` first.
     needs_training: ClassVar[bool] = False
+    #: False when the backbone gives no gradient (e.g. an ONNX graph run by onnxruntime): white-box attacks are
+    #: refused before crafting, score- and decision-based attacks still run.
+    differentiable: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Check a class' own ``stages`` table and derive ``levels`` from it. A malformed table is a TypeError when
@@ -278,6 +281,11 @@ class Dataset(Component):
     The splits the tasks use: ``enroll``, ``dev`` (genuine trials for thresholds), ``test`` (attack source),
     ``imposter-dev``, ``imposter-test`` (speakers not enrolled), ``train`` and ``heldout`` (training and testing a
     closed-set classifier). ``enrolled_speakers()`` lists the speakers of ``enroll`` in label order.
+
+    Optional methods the core uses when a dataset has them (found with ``hasattr``): ``sv_trials()`` — a standard
+    verification trial list ``[(label 1/0, enroll utterance, test utterance), ...]`` (``sec4sr evaluate`` scores it
+    and prints EER and minDCF); ``cohort()`` — utterances of speakers outside every trial, the AS-Norm cohort;
+    ``loudness()`` — RMS level in dBFS per speaker (``{speaker: dBFS}``), printed by ``sec4sr evaluate``.
     """
 
     def __init__(self, params: Params | dict[str, Any] | None = None, **kwargs: Any) -> None:

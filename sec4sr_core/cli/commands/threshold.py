@@ -31,8 +31,13 @@ def run(args) -> int:
         print(json.dumps(s, indent=2))
         return 0
     print(f"{model.name} on {dataset.name}: thresholds at the EER (stored with the enrollment)")
-    print(f"  SV   threshold {e.thresholds['sv']:.4f}  EER {100 * e.eer['sv']:.2f}%  minDCF(0.01) {s['min_dcf']:.4f}")
-    print(f"  OSI  threshold {e.thresholds['osi']:.4f}  EER {100 * e.eer['osi']:.2f}%  IER {100 * s['osi_ier']:.2f}%")
-    print(f"  CSI accuracy on dev {100 * s['dev_csi_accuracy']:.1f}%")
+    if "sv" in e.thresholds:
+        print(f"  SV   threshold {e.thresholds['sv']:.4f}  EER {100 * e.eer['sv']:.2f}%  "
+              f"minDCF(0.01) {s.get('min_dcf', float('nan')):.4f}")
+    if "osi" in e.thresholds:
+        print(f"  OSI  threshold {e.thresholds['osi']:.4f}  EER {100 * e.eer['osi']:.2f}%  "
+              f"IER {100 * s.get('osi_ier', float('nan')):.2f}%")
+    if "dev_csi_accuracy" in s:
+        print(f"  CSI accuracy on dev {100 * s['dev_csi_accuracy']:.1f}%")
     print(f"stored: {path}")
     return 0
