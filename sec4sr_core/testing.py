@@ -87,7 +87,8 @@ RULES: dict[str, str] = {
     "model.batch": "an utterance's output does not depend on the rest of its batch",
     "model.deterministic": "eval-mode outputs are identical for identical inputs",
     "model.differentiable": "the scores have a finite, non-zero gradient with respect to the waveform (for a "
-                            "model with needs_training = True, only checked with its weights: load_weights=True)",
+                            "model with needs_training = True, only checked with its weights: load_weights=True); a "
+                            "model declaring differentiable = False must refuse backward with a KnowledgeError",
     "model.scores": "an enrolled system gives scores (B, S) (SV: (B, 1)) and decisions (B,) int64 in {-1, 0..S-1}",
     "metric.declaration": "`unit` is a str; `higher_is_better` is True, False or None",
     "metric.values": "compute returns one float per utterance",
@@ -801,14 +802,15 @@ def check_model(cls: type[SpeakerModel], params: dict[str, Any] | None = None, *
                 model.load_weights(home or default_home())
         model.eval()
         _check_model_body(c, model, batch, seconds, seed,
-                          gradients=load_weights or not getattr(cls, "needs_training", False))
+                          gradients=load_weights or not getattr(cls, "needs_training", False),
+                          differentiable=getattr(cls, "differentiable", True))
     except _Abort:
         pass
     c.done()
 
 
 def _check_model_body(c: _Checker, model: SpeakerModel, batch: int, seconds: float, seed: int,
-                      gradients: bool = True) -> None:
+                      gradients: bool = True, differentiable: bool = True) -> None:
     x = waves(batch, seconds, seed, model.device)
     feats: dict[str, torch.Tensor] = {"wave": x}
     with torch.no_grad():
@@ -879,10 +881,11 @@ def _check_model_body(c: _Checker, model: SpeakerModel, batch: int, seconds: flo
                 c.fail("model.head", f"{c.who}: enroll_embeddings maps {tuple(emb.shape)} to "
                                      f"{tuple(getattr(combined, 'shape', ()))}, expected {tuple(emb.shape[1:])}")
                 raise _Abort
-    _check_model_scores(c, model, x, seed, gradients)
+    _check_model_scores(c, model, x, seed, gradients, differentiable)
 
 
-def _check_model_scores(c: _Checker, model: SpeakerModel, x: torch.Tensor, seed: int, gradients: bool = True) -> None:
+def _check_model_scores(c: _Checker, model: SpeakerModel, x: torch.Tensor, seed: int, gradients: bool = True,
+                        differentiable: bool = True) -> None:
     """Scores and decisions of a system of ``model`` for each of its tasks; the gradient once (first task)."""
     from sec4sr_core.sdk.system import SpeakerSystem
 
@@ -918,6 +921,18 @@ def _check_model_scores(c: _Checker, model: SpeakerModel, x: torch.Tensor, seed:
         if not need_grad:
             continue
         need_grad = False
+        if not differentiable:  # a gradient-free backbone must refuse backward with the knowledge error
+            try:
+                torch.autograd.grad(scores.sum(), xg)
+            except KnowledgeError:
+                continue
+            except Exception as exc:  # noqa: BLE001
+                c.fail("model.differentiable", f"{c.who}: declares differentiable = False, but backward raised "
+                                               f"{type(exc).__name__}: {_one_line(exc)} instead of a KnowledgeError")
+                continue
+            c.fail("model.differentiable", f"{c.who}: declares differentiable = False, but backward through the "
+                                           f"{task.value} scores succeeded; raise a KnowledgeError there")
+            continue
         try:
             (grad,) = torch.autograd.grad(scores.sum(), xg)
         except Exception as exc:  # noqa: BLE001

@@ -45,10 +45,20 @@ _MODELS: dict[str, SpeakerModel] = {}
 
 
 def _model(name: str) -> SpeakerModel:
-    """The backbone with default parameters and no weights, in eval mode (only its stages run here)."""
+    """The backbone with default parameters and no weights, in eval mode (only its stages run here). ``onnx`` has
+    no default graph: it gets the seeded feature fixture graph of tests/models/test_onnx.py."""
     if name not in _MODELS:
         torch.manual_seed(0)
-        _MODELS[name] = BACKBONES[name]().eval()
+        if name == "onnx":
+            import tempfile
+
+            from .test_onnx import feature_graph
+
+            path = Path(tempfile.mkdtemp()) / "feat.onnx"
+            feature_graph(path)
+            _MODELS[name] = BACKBONES[name](path=str(path)).eval()
+        else:
+            _MODELS[name] = BACKBONES[name]().eval()
     return _MODELS[name]
 
 
