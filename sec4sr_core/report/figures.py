@@ -7,7 +7,7 @@ figure is drawn), so the package ``__init__`` and ``html`` import it without imp
 
 from __future__ import annotations
 
-from sec4sr_core.report.tables import StudyData, _cell, sweep_series
+from sec4sr_core.report.tables import StudyData, _cell, sweep_points
 
 
 def heatmaps(data: StudyData) -> list[tuple[str, bytes]]:
@@ -38,12 +38,12 @@ def heatmaps(data: StudyData) -> list[tuple[str, bytes]]:
 
 
 def sweep_png(data: StudyData) -> bytes | None:
-    """The sweep's accuracy-against-parameter plot as PNG bytes (None when the study is not a sweep)."""
+    """The sweep's accuracy-against-parameter plot as PNG bytes, with 95 % Wilson bands and the undefended
+    reference (None when the study is not a sweep)."""
     if not data.sweep:
         return None
     from sec4sr_core.report.plots import sweep_plot
 
-    xs, series = sweep_series(data)
-    sw = data.sweep
-    return sweep_plot(xs, series, f"{sw.get('defense')} {sw.get('param')}",
-                      f"accuracy vs {sw.get('defense')} {sw.get('param')}")
+    sd = sweep_points(data)
+    return sweep_plot(sd.xs, {ln.name: ln.values for ln in sd.lines}, sd.xlabel, sd.title,
+                      bands={ln.name: ln.cis for ln in sd.lines}, reference=sd.reference)

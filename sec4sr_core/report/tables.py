@@ -63,6 +63,22 @@ def study_ids(out: str | Path) -> list[dict[str, Any]]:
         return store.studies()
 
 
+def resolve_study(store: Any, out: str | Path, study: str | None) -> str | None:
+    """The id of study ``study`` (an id or an unambiguous prefix of one) in ``store``; the latest study when None.
+    A Sec4srError naming the folder's studies when there is no such study."""
+    known = [s["id"] for s in store.studies()]
+    if study is not None and study not in known:
+        import difflib
+
+        close = [k for k in known if k.startswith(study)] or difflib.get_close_matches(study, known, n=3)
+        if len(close) == 1 and close[0].startswith(study):
+            return close[0]
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise Sec4srError(f"{out} has no study {study!r}; {hint}its studies: {', '.join(known) or 'none'} "
+                          f"(`sec4sr report {out} --list`)")
+    return study or store.latest_study()
+
+
 def load_study(out: str | Path, study: str | None = None) -> StudyData:
     """One study of ``<out>/results.sqlite`` (default: the study run last; a Sec4srError if ``out`` is not a study
     output folder or has no study ``study``)."""
@@ -71,18 +87,7 @@ def load_study(out: str | Path, study: str | None = None) -> StudyData:
 
     out = Path(out)
     with _open_store(out) as store:
-        known = [s["id"] for s in store.studies()]
-        if study is not None and study not in known:
-            import difflib
-
-            close = [k for k in known if k.startswith(study)] or difflib.get_close_matches(study, known, n=3)
-            if len(close) == 1 and close[0].startswith(study):
-                study = close[0]
-            else:
-                hint = f"did you mean {', '.join(close)}? " if close else ""
-                raise Sec4srError(f"{out} has no study {study!r}; {hint}its studies: {', '.join(known) or 'none'} "
-                                  f"(`sec4sr report {out} --list`)")
-        study = study or store.latest_study()
+        study = resolve_study(store, out, study)
         record = next((s for s in store.studies() if s["id"] == study), None)
         raw = record["config"] if record and record["config"] else store.get_meta("config")
         if raw is None:
@@ -125,6 +130,25 @@ def _worst_case_table(sysdoc: dict[str, Any], rows: list[str], settings: list[st
                  "robust (%): correct under every attack of the row in every setting (AutoAttack-style); R1 per setting "
                  "and on the worst case (harmonic mean of A_b and robust); [95 % intervals: Wilson for accuracies, "
                  "paired bootstrap over utterances for R1]", [])
+
+
+def snr_table(results: list[dict[str, Any]], rows: list[str], attacks: list[str], settings: list[str], tag: str,
+              name: str, task: str) -> Table:
+    """Per defense row and attack/setting: the mean SNR (dB) of the saved adversarial audio with its bootstrap
+    95 % interval (``numbers``: the means)."""
+    from sec4sr_core.study.summary import db_ci
+
+    cols = [(a, st) for a in attacks for st in settings]
+    multi = len(settings) > 1
+    headers = ["Defense"] + [f"{a} ({'A' if st == 'adaptive' else 'NA'})" if multi else a for a, st in cols]
+    body, nums = [], []
+    for d in rows:
+        cells = [_cell(results, name, task, d, a, st) or {} for a, st in cols]
+        body.append([d] + [db_ci(c.get("snr_db"), c.get("snr_db_ci")) for c in cells])
+        nums.append([c.get("snr_db") for c in cells])
+    return Table(f"snr-{name}-{task}", f"SNR of the adversarial audio — {tag}", headers, body,
+                 "mean SNR (dB) = 10·log10(Σx² / Σ(x'−x)²) of the saved (16-bit) adversarial audio per cell, over the "
+                 "utterances it changed, [95 % bootstrap interval]; non-adaptive audio is the same on every row", nums)
 
 
 def study_title(data: StudyData) -> str:
@@ -201,6 +225,8 @@ def study_tables(data: StudyData) -> list[Table]:
                                 "distortion ([-1, 1] units), SNR (dB) and wide-band PESQ of the adversarial audio", nums))
         if sysdoc.get("robust"):
             tables.append(_worst_case_table(sysdoc, rows, list(sysdoc.get("r1_by_setting") or {}), tag, name, task))
+        if cfg.attacks:
+            tables.append(snr_table(results, rows, cfg.attacks, cfg.settings, tag, name, task))
         advt = [d for d in rows if variant.get(d)]
         if advt:
             cols = [(a, st) for a in cfg.attacks for st in cfg.settings]
@@ -220,39 +246,153 @@ def study_tables(data: StudyData) -> list[Table]:
     return tables
 
 
-def sweep_series(data: StudyData) -> tuple[list[float], dict[str, list[float | None]]]:
-    """x values and accuracy series (``benign`` and one per attack/setting) of a sweep, for the first system."""
+@dataclass
+class SweepLine:
+    """One curve of a sweep: its value, Wilson interval and cell (system, task, defense, attack, setting, study) at
+    each x (None where not run)."""
+
+    name: str
+    values: list[float | None]
+    cis: list[Any]
+    cells: list[dict[str, Any] | None]
+    benign: bool = False
+
+
+@dataclass
+class SweepData:
+    """The numbers of a sweep: x values (ascending), the curves, the undefended reference (name -> (value, ci)) of
+    defense sweeps, the mean SNR (dB) of the undefended row at each x for attack sweeps, and the labels."""
+
+    kind: str
+    param: str
+    xs: list[float]
+    lines: list[SweepLine]
+    reference: dict[str, tuple[float | None, Any]]
+    snr: list[float | None]
+    xlabel: str
+    title: str
+
+
+def _point(summary: dict[str, Any], sysdoc: dict[str, Any], d: str, a: str, st: str, study: str | None
+           ) -> tuple[float | None, Any, dict[str, Any] | None]:
+    """(value, ci, cell key) of one cell: benign accuracy, or accuracy (success rate when targeted) under attack."""
+    name, task = sysdoc["system"], sysdoc["task"]
+    if st == "benign":
+        return sysdoc["benign"].get(d), (sysdoc.get("benign_ci") or {}).get(d), None
+    c = _cell(summary["results"], name, task, d, a, st)
+    if c is None or not c["n"]:
+        return None, None, None
+    key = {"system": name, "task": task, "defense": d, "attack": a, "setting": st, "study": study}
+    if summary.get("targeted"):
+        return c["success_rate"], c.get("success_rate_ci"), key
+    return c["adversarial_accuracy"], c.get("accuracy_ci"), key
+
+
+def _short(setting: str) -> str:
+    return "A" if setting == "adaptive" else "NA"
+
+
+def sweep_points(data: StudyData) -> SweepData:
+    """The sweep's curves for the first system: per attack (defense sweeps), per defense row (attack sweeps) or per
+    defense row and attack (EOT sweeps), each setting its own curve, with Wilson intervals."""
     sweep = data.sweep or {}
+    kind = sweep.get("kind", "defense")
     s = data.summary
     sysdoc = s["systems"][0]
-    name, task = sysdoc["system"], sysdoc["task"]
-    order = sorted(sweep.get("rows", {}).items(), key=lambda kv: float(kv[1]))
-    xs = [float(v) for _, v in order]
-    series: dict[str, list[float | None]] = {"benign": [sysdoc["benign"].get(lbl) for lbl, _ in order]}
-    multi = len(data.config.settings) > 1
-    for a in data.config.attacks:
-        for st in data.config.settings:
-            key = f"{a} ({'A' if st == 'adaptive' else 'NA'})" if multi else a
-            series[key] = [(_cell(s["results"], name, task, lbl, a, st) or {}).get("adversarial_accuracy")
-                           for lbl, _ in order]
-    return xs, series
+    cfg = data.config
+    multi = len(cfg.settings) > 1
+    lines: list[SweepLine] = []
+    reference: dict[str, tuple[float | None, Any]] = {}
+    snr: list[float | None] = []
+    param = str(sweep.get("param", "?"))
+
+    def line(name: str, pts: list[tuple[float | None, Any, dict[str, Any] | None]], benign: bool = False) -> None:
+        lines.append(SweepLine(name, [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts], benign))
+
+    if kind == "attack":
+        order = sorted(sweep.get("columns", {}).items(), key=lambda kv: float(kv[1]))
+        xs = [float(v) for _, v in order]
+        rows = [r["label"] for r in data.defense_rows]
+        for d in rows:
+            for st in cfg.settings:
+                line(f"{d} ({_short(st)})" if multi else d,
+                     [_point(s, sysdoc, d, col, st, data.study) for col, _ in order])
+        reference["benign (none)"] = (sysdoc["benign"].get("none"), (sysdoc.get("benign_ci") or {}).get("none"))
+        st0 = cfg.settings[0]
+        snr = [(_cell(s["results"], sysdoc["system"], sysdoc["task"], "none", col, st0) or {}).get("snr_db")
+               for col, _ in order]
+        xlabel, title = f"{sweep.get('attack')} {param}", f"accuracy vs {sweep.get('attack')} {param}"
+    elif kind == "study":
+        order = sorted(((float(v), sid) for v, sid in (sweep.get("studies") or {}).items()), key=lambda t: t[0])
+        xs = [v for v, _ in order]
+        docs = []
+        for _, sid in order:
+            other = data if sid == data.study else load_study(data.out, sid)
+            docs.append((other.summary, other.summary["systems"][0], sid))
+        rows = [r["label"] for r in data.defense_rows]
+        for a in cfg.attacks:
+            for d in rows:
+                for st in cfg.settings:
+                    line(f"{a} on {d}" + (f" ({_short(st)})" if multi else ""),
+                         [_point(sm, sd, d, a, st, sid) for sm, sd, sid in docs])
+        xlabel, title = "EOT draws", "accuracy vs EOT draws"
+    else:
+        order = sorted(sweep.get("rows", {}).items(), key=lambda kv: float(kv[1]))
+        xs = [float(v) for _, v in order]
+        line("benign", [_point(s, sysdoc, lbl, "", "benign", data.study) for lbl, _ in order], benign=True)
+        reference["benign"] = (sysdoc["benign"].get("none"), (sysdoc.get("benign_ci") or {}).get("none"))
+        for a in cfg.attacks:
+            for st in cfg.settings:
+                name = f"{a} ({_short(st)})" if multi else a
+                line(name, [_point(s, sysdoc, lbl, a, st, data.study) for lbl, _ in order])
+                v, ci, _ = _point(s, sysdoc, "none", a, st, data.study)
+                reference[name] = (v, ci)
+        xlabel = f"{sweep.get('defense')} {param}"
+        title = f"accuracy vs {sweep.get('defense')} {param}"
+    return SweepData(kind, param, xs, lines, reference, snr, xlabel, title)
+
+
+def sweep_series(data: StudyData) -> tuple[list[float], dict[str, list[float | None]]]:
+    """x values and accuracy series (name -> one value per x) of a sweep, for the first system."""
+    sd = sweep_points(data)
+    return sd.xs, {ln.name: ln.values for ln in sd.lines}
+
+
+def _x_text(x: float) -> str:
+    return str(int(x)) if x == int(x) and abs(x) < 1e15 else f"{x:.6g}"
 
 
 def sweep_table(data: StudyData) -> Table:
+    """One line per swept value (and, for defense sweeps, the undefended row last): each curve's value with its
+    95 % Wilson interval; attack sweeps add the mean SNR (dB) of the undefended row's adversarial audio."""
+    from sec4sr_core.study.summary import pct_ci
+
     sweep = data.sweep or {}
-    xs, series = sweep_series(data)
-    headers = [f"{sweep.get('defense', '?')} {sweep.get('param', '?')}"] + list(series)
-    body = []
-    for i, x in enumerate(xs):
-        body.append([num(x, 6).rstrip("0").rstrip(".") if x != int(x) else str(int(x))]
-                    + [pct(v[i]) for v in series.values()])
-    return Table("sweep", f"Sweep of {sweep.get('defense')} over {sweep.get('param')}", headers, body,
-                 "accuracy (%) against the defense parameter (the paper's tuning curves); 'none' is the undefended "
-                 f"system: A_b {pct(data.summary['systems'][0]['benign'].get('none'))}")
+    sd = sweep_points(data)
+    kind = sd.kind
+    what = {"attack": f"{sweep.get('attack')} {sd.param}", "study": "eot"}.get(kind, f"{sweep.get('defense')} {sd.param}")
+    headers = [what] + [ln.name for ln in sd.lines] + (["SNR dB (none)"] if kind == "attack" else [])
+    body, nums = [], []
+    for i, x in enumerate(sd.xs):
+        body.append([_x_text(x)] + [pct_ci(ln.values[i], ln.cis[i]) for ln in sd.lines]
+                    + ([num(sd.snr[i], 1)] if kind == "attack" else []))
+        nums.append([ln.values[i] for ln in sd.lines])
+    if kind == "defense":  # the undefended row, always present
+        body.append(["none"] + [pct_ci(*sd.reference.get(ln.name, (None, None))) for ln in sd.lines])
+    title = {"attack": f"Sweep of {sweep.get('attack')} over {sd.param}", "study": "Sweep over EOT draws"}.get(
+        kind, f"Sweep of {sweep.get('defense')} over {sd.param}")
+    note = {"attack": "accuracy (%) [95 % Wilson interval] under the attack at each value, per defense row ('none' "
+                      "is the undefended system); SNR of the undefended row's adversarial audio",
+            "study": "accuracy (%) [95 % Wilson interval] per attack and defense row against the number of EOT draws "
+                     "(one study per value)"}.get(
+        kind, "accuracy (%) [95 % Wilson interval] against the defense parameter (the paper's tuning curves); the "
+              f"last line 'none' is the undefended system: A_b {pct(data.summary['systems'][0]['benign'].get('none'))}")
+    return Table("sweep", title, headers, body, note, nums)
 
 
 CELL_HEADERS = ["system", "task", "defense", "attack", "setting", "knowledge", "n", "A_b", "A_a", "R1",
-                "success_rate", "queries", "time_s", "l2", "linf", "snr", "pesq", "stoi", "warnings"]
+                "success_rate", "queries", "time_s", "l2", "linf", "snr", "snr_lo", "snr_hi", "pesq", "stoi",
+                "warnings"]
 
 
 def cells_table(data: StudyData) -> Table:
@@ -266,7 +406,8 @@ def cells_table(data: StudyData) -> Table:
             r["system"], r["task"], r["defense"], r["attack"], r["setting"], r.get("knowledge") or "", str(r["n"]),
             pct(r["benign_accuracy"]), pct(r["adversarial_accuracy"]), pct(row_r1), pct(r["success_rate"]),
             num(r["mean_queries"], 1), num(r["mean_time_s"], 3), num(m.get("l2"), 4), num(m.get("linf"), 5),
-            num(m.get("snr"), 2), num(m.get("pesq"), 3), num(m.get("stoi"), 3),
+            num(r.get("snr_db", m.get("snr")), 2), num((r.get("snr_db_ci") or (None, None))[0], 2),
+            num((r.get("snr_db_ci") or (None, None))[1], 2), num(m.get("pesq"), 3), num(m.get("stoi"), 3),
             ";".join(f"{k}={v}" for k, v in sorted((r.get("warnings") or {}).items())),
         ])
     return Table("cells", "All cells", CELL_HEADERS, body,
@@ -276,6 +417,10 @@ def cells_table(data: StudyData) -> Table:
 
 def warnings_table(data: StudyData) -> Table:
     body = []
+    for sysdoc in data.summary["systems"]:
+        for w in sysdoc.get("benign_warnings") or []:
+            code = next((c for c in _codes() if w["message"].startswith(_code_message(c))), "")
+            body.append([f"{sysdoc['system']} · {sysdoc['task']}", w["defense"], "", "benign", code, "", w["message"]])
     for r in data.summary["results"]:
         for msg in r.get("warning_messages") or []:
             code = next((c for c in (r.get("warnings") or {}) if msg.startswith(_code_message(c))), "")
@@ -284,6 +429,12 @@ def warnings_table(data: StudyData) -> Table:
     return Table("warnings", "Reliability warnings", ["system", "defense", "attack", "setting", "code", "rows",
                                                       "message"], body,
                  "automatic checks of the evaluation's reliability (see docs/studies.md)")
+
+
+def _codes() -> list[str]:
+    from sec4sr_core.study.reliability import CODES
+
+    return list(CODES)
 
 
 def _code_message(code: str) -> str:

@@ -81,6 +81,10 @@ class StudyConfig(BaseModel):
     save_audio: bool = True
     examples: int = Field(2, ge=0, description="utterances per cell whose defended audio is saved for the report")
     gradient_check: bool = Field(True, description="measure the input gradient of white-box cells (masking warning)")
+    eot_check: bool = Field(False, description="re-craft one batch of each adaptive cell on a randomized row with "
+                            "twice the EOT draws; warn when the accuracy moves beyond its interval")
+    check_benchmark: bool = Field(False, description="evaluate a random-weights model of each backbone on the same "
+                                  "trials; warn when it reaches the trained model's benign accuracy")
 
     @field_validator("device")
     @classmethod

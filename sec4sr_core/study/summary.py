@@ -8,7 +8,7 @@ from typing import Any
 from sec4sr_core.base.types import Task
 from sec4sr_core.study import reliability
 from sec4sr_core.study.config import StudyConfig, _default_label
-from sec4sr_core.study.stats import aggregate, bootstrap_ci, mean, proportion, r1
+from sec4sr_core.study.stats import aggregate, bootstrap_ci, finite, mean, proportion, r1
 from sec4sr_core.study.store import ResultStore
 
 
@@ -35,13 +35,18 @@ def summarize(
     for label, task in labelled:
         benign: dict[str, float | None] = {}
         benign_ci: dict[str, Any] = {}
+        benign_n: dict[str, int] = {}
+        benign_warnings: list[dict[str, str]] = []  # system-level checks stored on benign rows (benchmark-too-easy)
         correct: dict[tuple[str, str, str], dict[str, int]] = {}  # cell -> utterance -> correct
         for d in defenses:
             rows = store.rows("WHERE system=? AND task=? AND defense=? AND setting='benign'", (label, task, d),
                               study=study)
             benign[d] = mean(r["correct"] for r in rows)
-            benign_ci[d] = proportion(r["correct"] for r in rows)["ci"]
+            pr = proportion(r["correct"] for r in rows)
+            benign_ci[d], benign_n[d] = pr["ci"], pr["n"]
             correct[(d, "", "benign")] = _per_utterance(rows)
+            benign_warnings += [{"defense": d, "message": m} for m in sorted(
+                {w["message"] for r in rows for w in (r["warnings"] or []) if isinstance(w, dict)})]
         r1s: dict[str, float | None] = {}
         for d in defenses:
             accs = []
@@ -67,14 +72,21 @@ def summarize(
                         "mean_queries": agg["mean_queries"],
                         "mean_time_s": agg["mean_time_s"],
                         "metrics": {k: v for k, v in agg["metrics"].items() if k != "attack_success"},
+                        **_snr(rows, config.seed),
                         "warnings": warn_counts,
                         "warning_messages": messages,
                     })
                     if s == "non-adaptive":
                         accs.append(agg["accuracy"])
             r1s[d] = r1(benign[d], accs) if accs else None
-        entry = {"system": label, "task": task, "benign": benign, "benign_ci": benign_ci, "r1": r1s,
+        entry = {"system": label, "task": task, "benign": benign, "benign_ci": benign_ci, "benign_n": benign_n,
+                 "r1": r1s,
+                 "benign_warnings": benign_warnings,
                  **_robustness(defenses, config.attacks, config.settings, correct, config.seed)}
+        checks = [c for c in (store.study_value(study, "benchmark_check", {}) or {}).values()
+                  if c.get("system") == label and c.get("task") == task]
+        if checks:
+            entry["benchmark_check"] = {k: checks[-1][k] for k in ("model", "n", "accuracy", "random_accuracy")}
         if f"{label}|{task}" in enrollments:
             entry.update(enrollments[f"{label}|{task}"])
         systems_doc.append(entry)
@@ -93,6 +105,23 @@ def summarize(
         doc["thresholds"] = first["thresholds"]
         doc["eer"] = first["eer"]
     return doc
+
+
+def _snr(rows: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+    """Mean SNR (dB) of a cell's saved adversarial audio with its bootstrap 95 % interval, over the utterances the
+    attack changed (SNR = +inf where it left the audio unchanged; ``snr_unchanged`` counts those)."""
+    values = [(r.get("metrics") or {}).get("snr") for r in rows]
+    vals = finite(values)
+    unchanged = sum(1 for v in values if v is not None and _is_pos_inf(v))
+    return {"snr_db": mean(vals), "snr_db_ci": bootstrap_ci(lambda v: mean(v), [vals], seed=seed) if vals else None,
+            "snr_n": len(vals), "snr_unchanged": unchanged}
+
+
+def _is_pos_inf(v: Any) -> bool:
+    try:
+        return float(v) == float("inf")
+    except (TypeError, ValueError):
+        return False
 
 
 def _per_utterance(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -194,14 +223,48 @@ def format_table(summary: dict[str, Any]) -> str:
                 f"{what}, robust (correct under every attack of its row) and R1, with [95 % intervals]:",
                 fmt.format(*headers), fmt.format(*["-" * w for w in widths])]
         out += [fmt.format(*row) for row in lines]
+        bc = sysdoc.get("benchmark_check")
+        if bc:
+            out.append(f"benchmark check: {bc['model']} with random weights {_pct(bc['random_accuracy'])} % benign "
+                       f"on the same {bc['n']} trials (trained {_pct(bc['accuracy'])} %)")
+        if cols:
+            out += [""] + snr_lines(res, list(sysdoc["benign"]), cols, multi)
     flagged = [r for r in summary["results"] if r.get("warnings")]
-    if flagged:
+    system_flags = [(s, w) for s in systems for w in s.get("benign_warnings") or []]
+    if flagged or system_flags:
         out.append("")
         out.append("! reliability warnings:")
+        for s, w in system_flags:
+            out.append(f"  {s['system']} · {s['task']} / {w['defense']} (benign): {w['message']}")
         for r in flagged:
             for msg in r.get("warning_messages") or sorted(r["warnings"]):
                 out.append(f"  {r['defense']} / {r['attack']} ({r['setting']}): {msg}")
     return "\n".join(out)
+
+
+def snr_lines(results: list[dict[str, Any]], defenses: list[str], cols: list[tuple[str, str]], multi: bool) -> list[str]:
+    """The mean SNR (dB) of each cell's saved adversarial audio, with its bootstrap 95 % interval, as table lines."""
+    headers = ["defense"] + [f"{a} ({'A' if s == 'adaptive' else 'NA'})" if multi else a for a, s in cols]
+    lines = []
+    for d in defenses:
+        cells = [d]
+        for a, s in cols:
+            hit = next((r for r in results if r["defense"] == d and r["attack"] == a and r["setting"] == s), None)
+            cells.append(db_ci((hit or {}).get("snr_db"), (hit or {}).get("snr_db_ci")))
+        lines.append(cells)
+    widths = [max(len(str(row[i])) for row in [headers] + lines) for i in range(len(headers))]
+    fmt = "  ".join("{:<%d}" % widths[0] if i == 0 else "{:>%d}" % w for i, w in enumerate(widths))
+    return (["mean SNR (dB) of the saved adversarial audio, with [95 % bootstrap intervals]:", fmt.format(*headers),
+             fmt.format(*["-" * w for w in widths])] + [fmt.format(*row) for row in lines])
+
+
+def db_ci(v: float | None, ci: Any) -> str:
+    """``31.2 [29.8-32.5]``: a value in dB with its interval (the value alone without one)."""
+    if v is None:
+        return "-"
+    if not ci:
+        return f"{v:.1f}"
+    return f"{v:.1f} [{ci[0]:.1f}-{ci[1]:.1f}]"
 
 
 def pct_ci(v: float | None, ci: Any) -> str:

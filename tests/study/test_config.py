@@ -177,8 +177,11 @@ def test_demo_config_is_the_issue_study():
     assert [(s.model, s.task.value) for s in cfg.system_specs()] == [("ge2e", "csi-e")]
     assert cfg.settings == ["non-adaptive", "adaptive"] and cfg.limit
     names = {reg.resolve("attack", a)[0].name for a in cfg.attacks}
-    assert names == {"fgsm", "pgd", "fakebob"}
-    assert any("max_queries" in a for a in cfg.attacks if a.startswith("fakebob"))
+    assert names == {"fgsm", "pgd"}
+    # the adaptive defaults that keep the adaptive column at least as strong as the non-adaptive one (issue 13):
+    # 30 PGD steps (BPDA through Opus needs them) and 4 EOT draws for AT; the benchmark check on
+    pgd = next(reg.resolve("attack", a)[1] for a in cfg.attacks if a.startswith("pgd"))
+    assert pgd.steps >= 30 and cfg.eot >= 4 and cfg.check_benchmark
     defenses = {reg.resolve("defense", p)[0].name for d in cfg.defenses for p in parse_chain(d)}
     assert defenses == {"qt", "at", "opus", "feco"}
 

@@ -40,6 +40,12 @@ def register(sub) -> None:
     p.add_argument("--out", help="output folder (default sec4sr-out)")
     p.add_argument("--metric", action="append", default=None, metavar="NAME", help="metric (repeatable)")
     p.add_argument("--length", type=float, dest="length_s", help="trial audio length in seconds (default 3)")
+    p.add_argument("--eot-check", action="store_true",
+                   help="re-craft one batch of each adaptive cell on a randomized row with twice the EOT draws and "
+                        "warn when the accuracy moves beyond its 95 %% interval (eot-not-converged)")
+    p.add_argument("--check-benchmark", action="store_true",
+                   help="evaluate a random-weights model of each backbone on the same trials and warn when it "
+                        "reaches the trained benign accuracy (benchmark-too-easy)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     p.add_argument("--report", action="store_true", help="also write the HTML report to <out>/report.html")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -81,6 +87,10 @@ def config_from_args(args) -> Any:
     values.update({k: v for k, v in flat.items() if v is not None})
     if args.targeted:
         values["targeted"] = True
+    if getattr(args, "eot_check", False):
+        values["eot_check"] = True
+    if getattr(args, "check_benchmark", False):
+        values["check_benchmark"] = True
     if args.both_settings:
         values["settings"] = ["non-adaptive", "adaptive"]
     elif args.adaptive:
