@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sec4sr_core.base.errors import Sec4srError
 from sec4sr_core.report.figures import heatmaps, sweep_png
-from sec4sr_core.report.html import render_html
+from sec4sr_core.report.html import CSS, render_html
 from sec4sr_core.report.tables import (StudyData, Table, cells_table, load_studies, load_study, study_ids,
                                        study_tables, study_title)
 
@@ -62,17 +62,60 @@ def render(out: str | Path, fmt: str = "md", study: str | None = None) -> str:
     if fmt not in FORMATS:
         raise Sec4srError(f"unknown report format {fmt!r} (choose {', '.join(FORMATS)})")
     datas = [load_study(out, study)] if study else load_studies(out)
+    if not datas and fmt != "csv" and _has_certification(out):  # a folder of `sec4sr certify` alone
+        from sec4sr_core.report import certify
+
+        certified = certify.load(out)
+        if fmt == "md":
+            return certify.markdown(certified)
+        return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Certified accuracy</title>"
+                f"<style>{CSS}</style></head><body>\n{certify.html_fragment(certified)}\n</body></html>\n")
     if not datas:
         datas = [load_study(out)]
     if fmt == "csv":
         return render_csv(datas)
+    certified = None
+    if _has_certification(out):  # the folder's `sec4sr certify` run (its module imports torch: only then)
+        from sec4sr_core.report import certify
+
+        certified = certify.load(out)
     if fmt == "html":
-        return render_html(datas)
+        text = render_html(datas)
+        if certified is None:
+            return text
+        from sec4sr_core.report import certify
+
+        fragment = certify.html_fragment(certified)
+        return text.replace("\n</body></html>", "\n" + fragment + "\n</body></html>") if fragment else text
     if len(datas) == 1:
-        return render_md(datas[0])
-    head = [f"# {len(datas)} studies in {Path(out)}", "",
-            *(f"- `{d.study}` — {study_title(d)}: {_config_line(d)}" for d in datas), ""]
-    return "\n".join(head) + "\n" + "\n\n".join(render_md(d, level=2) for d in datas)
+        text = render_md(datas[0])
+    else:
+        head = [f"# {len(datas)} studies in {Path(out)}", "",
+                *(f"- `{d.study}` — {study_title(d)}: {_config_line(d)}" for d in datas), ""]
+        text = "\n".join(head) + "\n" + "\n\n".join(render_md(d, level=2) for d in datas)
+    if certified is None:
+        return text
+    from sec4sr_core.report import certify
+
+    return text + "\n\n" + certify.markdown(certified)
+
+
+def _has_certification(out: str | Path) -> bool:
+    """Whether ``out/results.sqlite`` holds a certification run (tables of ``sec4sr certify``), read without torch."""
+    import sqlite3
+
+    path = Path(out) / "results.sqlite"
+    if not path.is_file():
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+        try:
+            return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'certify_runs'"
+                                ).fetchone() is not None
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
 
 
 def _config_line(data: StudyData) -> str:

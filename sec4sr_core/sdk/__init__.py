@@ -17,7 +17,7 @@ _MODULES = (
     "sec4sr_core.base.presets", "sec4sr_core.sdk.attack_params",
     "sec4sr_core.sdk.interfaces", "sec4sr_core.sdk.attack", "sec4sr_core.sdk.losses", "sec4sr_core.sdk.adaptive",
     "sec4sr_core.sdk.audio", "sec4sr_core.sdk.modelstore", "sec4sr_core.sdk.system", "sec4sr_core.sdk.oracle",
-    "sec4sr_core.sdk.variants", "sec4sr_core.sdk.checks",
+    "sec4sr_core.sdk.variants", "sec4sr_core.sdk.checks", "sec4sr_core.sdk.waveguard",
 )
 
 

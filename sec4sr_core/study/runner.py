@@ -27,7 +27,6 @@ are compared (black-box beating white-box, accuracy above benign) and the warnin
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -35,19 +34,19 @@ import torch
 
 from sec4sr_core.base.errors import NotTrainedError, ParameterError, Sec4srError
 from sec4sr_core.base.params import parse_chain
-from sec4sr_core.compose.crafting import provide_crafting
 from sec4sr_core.compose.enroll import Trials, build_system, task_trials
 from sec4sr_core.compose.factories import check_device, load_model, resolve_dataset, slug, system_digest
 from sec4sr_core.compose.targets import batch_seed, choose_targets
 from sec4sr_core.plugins.manager import get_registry, pm, versions
-from sec4sr_core.sdk.attack import Attack
 from sec4sr_core.sdk.audio import load_batch, notice, save_audio, utterance_file
 from sec4sr_core.sdk.interfaces import Dataset, Defense, Knowledge, Task
 from sec4sr_core.sdk.modelstore import home, load_checkpoint
 from sec4sr_core.sdk.system import DefendedSystem, SpeakerSystem
 from sec4sr_core.study import reliability
 from sec4sr_core.study.config import Setting, StudyConfig, SystemSpec, _default_label
-from sec4sr_core.study.budget import declared_budget, over_budget, quantize_within
+from sec4sr_core.study.budget import over_budget, quantize_within
+from sec4sr_core.study.certify import defended_or_smoothed
+from sec4sr_core.study.craft import run_attack
 from sec4sr_core.study.rows import ResultRow, batch_identity, canonical, changed_keys, digest, unit_key
 from sec4sr_core.study.store import ResultStore
 from sec4sr_core.study.summary import format_table, summarize
@@ -57,7 +56,7 @@ from sec4sr_core.study.variant_rows import RowSpec, build_row, is_variant_class,
 __all__ = ["Setting", "Study", "StudyConfig", "SystemSpec", "Unit", "format_table", "study_id", "summarize"]
 
 #: configuration fields that do not change any row (where output goes, what is kept beside the rows)
-_NOT_IDENTITY = ("out", "name", "save_audio", "examples")
+_NOT_IDENTITY = ("out", "name", "save_audio", "examples", "eot_check", "check_benchmark")
 
 
 def study_id(config: StudyConfig) -> str:
@@ -146,7 +145,7 @@ class Study:
             row = build_row(d)
             base = self.system if row.variant is None else self._variant_system(spec, row, threshold)
             self.rows_spec.append((d, row.defenses))
-            self.systems[d] = DefendedSystem(base, row.defenses, cfg.defense_order)
+            self.systems[d] = defended_or_smoothed(base, row.defenses, cfg.defense_order)  # `smooth`: majority vote
             self.row_variants[d] = row.variant
         self.targets = (
             choose_targets(self.trials.labels, [u.id for u in self.trials.utterances], self.system.task,
@@ -323,6 +322,10 @@ class Study:
                         self.failed.append((unit, outcome.error))
                     else:
                         self._emit(outcome)
+            if cfg.eot_check:
+                self._eot_check()
+            if cfg.check_benchmark:
+                self._benchmark_check()
         summary = self.summary()
         self._study_warnings(summary)
         summary = self.summary()
@@ -410,7 +413,7 @@ class Study:
             grads = self._gradient_norms(attack, base, x, sl, seed)
             result, elapsed, eot = self._attack(attack, base, x, sl, seed)
             warns = reliability.row_warnings(x.shape[0], adaptive=False, randomized=base.randomized, eot=eot,
-                                             grad_norms=grads)
+                                             grad_norms=grads, bpda=not base.differentiable)
             return self._adv_rows(attack, "non-adaptive", targets, "none", x, result.adv, result, elapsed, sl, bi,
                                   warns, grads)
         if unit.setting == "adaptive":
@@ -420,7 +423,7 @@ class Study:
             grads = self._gradient_norms(attack, ds, x, sl, seed)
             result, elapsed, eot = self._attack(attack, ds, x, sl, seed)
             warns = reliability.row_warnings(x.shape[0], adaptive=True, randomized=ds.randomized, eot=eot,
-                                             grad_norms=grads)
+                                             grad_norms=grads, bpda=not ds.differentiable)
             return self._adv_rows(attack, "adaptive", [(label, ds)], label, x, result.adv, result, elapsed, sl, bi,
                                   warns, grads)
         raise ParameterError(f"unknown setting {unit.setting!r} in unit {unit.describe()}")
@@ -430,19 +433,14 @@ class Study:
 
         return tqdm(total=total, desc=desc, disable=not self.progress, leave=False, mininterval=1.0, unit="batch")
 
-    def _attack(self, spec: str, ds: DefendedSystem, x: torch.Tensor, sl: slice, seed: int) -> tuple[Any, float, int]:
-        from sec4sr_core.sdk.oracle import make_oracle
-
-        attack: Attack = get_registry().build("attack", spec)
-        provide_crafting(attack, length=x.shape[-1], dataset=self.dataset)  # UAP's held-out set; no-op for others
-        y = self._goal(sl)
-        eot = self.config.eot if ds.randomized else 1
-        oracle = make_oracle(ds, attack.knowledge, n=x.shape[0], claims=self.claims(sl), eot=eot, seed=seed)
-        torch.manual_seed(seed)
-        t0 = time.perf_counter()
-        result = attack.run(oracle, x, y.to(x.device), targeted=self.targeted)
-        elapsed = time.perf_counter() - t0
-        result.extra["declared_budget"] = declared_budget(attack)
+    def _attack(self, spec: str, ds: DefendedSystem, x: torch.Tensor, sl: slice, seed: int,
+                eot: int | None = None) -> tuple[Any, float, int]:
+        """Craft ``spec`` against ``ds`` on batch ``x``: (result, seconds, EOT draws used — ``eot`` or the
+        study's for randomized systems, 1 otherwise)."""
+        eot = eot if eot is not None else (self.config.eot if ds.randomized else 1)
+        # UAP's held-out set (with its own SV claims) is provided there; a no-op for other attacks
+        _, result, elapsed = run_attack(spec, ds, x, self._goal(sl), self.claims(sl), seed, eot, self.targeted,
+                                        self.dataset, self.system.speakers)
         return result, elapsed, eot
 
     def _goal(self, sl: slice) -> torch.Tensor:
@@ -501,6 +499,13 @@ class Study:
         for j in range(k):
             save_audio(self._file(self._defended_path(setting, attack, label, sl.start + j)), y[j].clamp(-1, 1))
 
+    def _row_metrics(self) -> list[Any]:
+        """The configured metrics plus ``snr`` (dB) when not configured: every cell reports the SNR of its audio."""
+        if not hasattr(self, "_metrics_with_snr"):
+            extra = [] if any(m.name == "snr" for m in self.metrics) else [get_registry().build("metric", "snr")]
+            self._metrics_with_snr = list(self.metrics) + extra
+        return self._metrics_with_snr
+
     def _gradient_norms(self, attack: str, ds: DefendedSystem, x: torch.Tensor, sl: slice, seed: int):
         if not self.config.gradient_check or self.knowledge.get(attack) != Knowledge.WHITE_BOX.value:
             return None
@@ -518,8 +523,13 @@ class Study:
             warnings = [list(w) for w in (warnings or [[] for _ in range(x.shape[0])])]
             for j in torch.nonzero(over).flatten().tolist():
                 warnings[j].append(reliability.warning("over-budget"))
+        if self.knowledge.get(attack) == Knowledge.WHITE_BOX.value and not self.systems[crafted_on].differentiable:
+            warnings = [list(w) for w in (warnings or [[] for _ in range(x.shape[0])])]
+            for j, zero in enumerate(reliability.zero_perturbation(adv, x)):
+                if zero and not any(w.get("code") == "zero-bpda-gradient" for w in warnings[j]):
+                    warnings[j].append(reliability.warning("zero-bpda-gradient", "the saved perturbation is all zero"))
         n = x.shape[0]
-        metric_values = {m.name: m.compute(x.cpu(), adv.cpu()) for m in self.metrics}
+        metric_values = {m.name: m.compute(x.cpu(), adv.cpu()) for m in self._row_metrics()}
         paths: list[str | None] = [None] * n
         if self.config.save_audio:
             for j, i in enumerate(range(sl.start, sl.stop)):
@@ -536,6 +546,10 @@ class Study:
                 goal = target_i if self.targeted else label_i
                 ok = int(dec[j] == goal) if self.targeted else int(dec[j] != goal)
                 extra = {} if grad_norms is None else {"grad_norm": float(grad_norms[j])}
+                if budget is not None:  # the declared bound of this utterance (ε, radius or the SNR-derived one)
+                    eps = budget[1]
+                    extra[f"budget_{budget[0]}"] = (float(eps[j]) if isinstance(eps, torch.Tensor) and eps.dim()
+                                                    else float(eps))
                 rows.append(self._base_row(
                     i, label, attack, setting, bi,
                     decision=int(dec[j]), correct=int(dec[j] == label_i), success=ok,
@@ -545,6 +559,98 @@ class Study:
                     audio_path=paths[j], warnings=list(warnings[j]) if warnings else [],
                 ))
         return rows
+
+    # -- opt-in strength checks ----------------------------------------------------------------------------------
+    def _check_key(self, *parts: Any) -> str:
+        return digest([self.system_identity, *parts])
+
+    def _eot_check(self) -> None:
+        """``eot_check``: re-craft the first batch of every adaptive cell on a randomized row with twice the EOT
+        draws and flag the cell (``eot-not-converged``) when its accuracy on those trials leaves the cell's Wilson
+        interval. One extra crafting per (attack, randomized row), on one batch; results cached in the store."""
+        cfg = self.config
+        if "adaptive" not in cfg.settings or not self.config.attacks:
+            return
+        done = self.store.study_meta(self.study_id, "eot_check", {}) or {}
+        sl = next(iter(dict(self.batches()).values()), None)
+        if sl is None:
+            return
+        x = None
+        for attack in cfg.attacks:
+            for label, ds in self.systems.items():
+                if not ds.randomized:
+                    continue
+                unit = self.unit_key(label, attack, "adaptive", 0)
+                key = self._check_key("eot", unit)
+                if key not in done:
+                    rows = {r["utterance"]: r for r in self.store.rows("WHERE unit=?", (unit,), study=self.study_id)}
+                    ids = [u.id for u in self.trials.utterances[sl]]
+                    if not all(i in rows for i in ids):
+                        continue  # the cell's batch failed: nothing to compare
+                    x = self.load(sl) if x is None else x
+                    eot = 2 * (cfg.eot if ds.randomized else 1)
+                    seed = batch_seed(cfg.seed, attack, "ad", label, 0)
+                    result, _, _ = self._attack(attack, ds, x, sl, seed, eot=eot)
+                    adv = quantize_within(result.adv.detach(), x, result.extra.get("declared_budget"))
+                    _, dec = self._evaluate(ds, adv, sl, batch_seed(cfg.seed, label, attack, "adaptive", "eval", 0))
+                    doubled = [int(dec[j] == self.trials.labels[i]) for j, i in enumerate(range(sl.start, sl.stop))]
+                    original = [int(rows[i]["correct"]) for i in ids]
+                    done[key] = {"attack": attack, "defense": label, "eot": eot // 2, "n": len(ids),
+                                 "accuracy": sum(original) / len(ids), "accuracy_doubled": sum(doubled) / len(ids),
+                                 "warning": reliability.eot_converged(original, doubled, eot // 2)}
+                    self.store.set_study_meta(self.study_id, "eot_check", done)
+                w = done[key]["warning"]
+                if w:
+                    self.store.add_warnings(
+                        "WHERE system=? AND task=? AND defense=? AND attack=? AND setting='adaptive'",
+                        (self.system_label, self.system.task.value, label, attack), {w["code"]: w["message"]},
+                        study=self.study_id)
+
+    def _benchmark_check(self) -> None:
+        """``check_benchmark``: enroll a random-weights model of the same backbone (seeded by the study seed) the
+        same way, evaluate it benign on the same trials, and flag the system (``benchmark-too-easy``, on its
+        undefended benign rows) when it reaches the trained model's accuracy within the interval. Cached in the
+        store per (system, trials)."""
+        from sec4sr_core.compose.enroll import enroll
+
+        cfg = self.config
+        checks = self.store.study_meta(self.study_id, "benchmark_check", {}) or {}
+        key = self._check_key("benchmark", [self._trial(i) for i in range(len(self.trials.utterances))],
+                              cfg.length_s)
+        if key not in checks:
+            rows = self.store.rows("WHERE system=? AND task=? AND defense='none' AND setting='benign'",
+                                   (self.system_label, self.system.task.value), study=self.study_id)
+            by_id = {r["utterance"]: int(r["correct"]) for r in rows}
+            ids = [u.id for u in self.trials.utterances]
+            if not ids or not all(i in by_id for i in ids):
+                return
+            torch.manual_seed(cfg.seed)
+            model = get_registry().build("model", self.spec.model).eval().to(cfg.device)  # no weights loaded
+            if model.output == "logits":
+                notice(f"check_benchmark: {self.spec.model} is a classifier; a random-weights classifier has no "
+                       "speaker labels to compare, so the check is skipped")
+                return
+            e = enroll(model, self.dataset, cfg.enroll_length_s)
+            th = self.system.threshold
+            if self.system.task.has_threshold:
+                th = e.thresholds.get("sv" if self.system.task == Task.SV else "osi", th)
+            rand = DefendedSystem(SpeakerSystem(model, self.system.task, e.speakers, e.enrolled.to(model.device), th),
+                                  [], cfg.defense_order)
+            random_correct = []
+            for bi, sl in self.batches():
+                _, dec = self._evaluate(rand, self.load(sl), sl, batch_seed(cfg.seed, "none", "benign", bi))
+                random_correct += [int(dec[j] == self.trials.labels[i]) for j, i in enumerate(range(sl.start, sl.stop))]
+            trained = [by_id[i] for i in ids]
+            checks[key] = {"system": self.system_label, "task": self.system.task.value, "model": self.spec.model,
+                           "n": len(ids), "accuracy": sum(trained) / len(ids),
+                           "random_accuracy": sum(random_correct) / len(ids),
+                           "warning": reliability.benchmark_easy(trained, random_correct, self.spec.model)}
+            self.store.set_study_meta(self.study_id, "benchmark_check", checks)
+        w = checks[key]["warning"]
+        if w:
+            self.store.add_warnings("WHERE system=? AND task=? AND defense='none' AND setting='benign'",
+                                    (self.system_label, self.system.task.value), {w["code"]: w["message"]},
+                                    study=self.study_id)
 
     def _study_warnings(self, summary: dict[str, Any]) -> None:
         for key, codes in reliability.study_warnings(summary["results"], self.knowledge):

@@ -21,6 +21,10 @@ _ATTACKS = (
     ("kenan", "kenan:Kenan", "Kenansville: remove low-energy FFT bins or SSA components by binary search "
                              "(decision-based, unbounded)."),
     ("hsja", "hsja:HSJA", "HopSkipJump: L2 boundary attack with gradient-direction estimates (decision-based)."),
+    ("masking", "psychoacoustic:Masking", "Psychoacoustic attack: Adam under a frequency-masking threshold "
+                                          "(Qin et al. 2019; white-box)."),
+    ("pgd-detect", "adaptive_detect:PGDDetect", "Detector-aware L∞ PGD: attack loss + λ·WaveGuard score "
+                                                "(white-box, adaptive to a detector)."),
 )
 
 

@@ -32,8 +32,14 @@ DEFENSES = [
     ("codecs:MP3C", "mp3-c", "MP3 CBR round trip at a bitrate in bps via ffmpeg pipes; BPDA identity backward."),
     ("feco:FeCo", "feco", "Feature Compression: k-means / warped k-means of feature frames to a ratio; "
                           "differentiable, batched."),
+    ("channel:Channel", "channel", "Simulated channel: seeded random room (pyroomacoustics RIR), delay, coloured noise "
+                                   "at an SNR, device response, gain, optional codec; randomized, differentiable."),
     ("advt:AdvT", "advt", "Adversarial training (FGSM/PGD): selects an adversarially trained backbone; identity "
                           "at test time."),
+    ("detector:WaveGuard", "waveguard", "WaveGuard detector: flags inputs whose scores change under a transform "
+                                        "(quantize/resample/lpc/mel); in a chain it applies the transform."),
+    ("smoothing:Smooth", "smooth", "Randomized smoothing: majority decision over n Gaussian copies N(0, σ²) "
+                                   "(reject class included); randomized; certified by `sec4sr certify`."),
 ]
 
 FECO_LEVELS = {"o": "raw", "d": "delta", "c": "cmvn", "f": "final"}
