@@ -52,7 +52,7 @@ GRAD_TOL = 1e-10
 CODES = {
     "randomized-no-eot": "randomized defense attacked without EOT (eot = 1): robustness is likely over-estimated",
     "gradient-masking": "vanishing input gradient (gradient masking): the white-box attack saw a zero or non-finite "
-                        "gradient",
+                        "gradient or left the audio unchanged (a saturated loss: try loss=margin)",
     "black-box-beats-white": "a black-box attack beats the white-box attacks on this cell: the white-box evaluation "
                              "is unreliable",
     "accuracy-above-benign": "accuracy under attack is above benign accuracy",

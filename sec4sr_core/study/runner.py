@@ -523,11 +523,18 @@ class Study:
             warnings = [list(w) for w in (warnings or [[] for _ in range(x.shape[0])])]
             for j in torch.nonzero(over).flatten().tolist():
                 warnings[j].append(reliability.warning("over-budget"))
-        if self.knowledge.get(attack) == Knowledge.WHITE_BOX.value and not self.systems[crafted_on].differentiable:
+        if self.knowledge.get(attack) == Knowledge.WHITE_BOX.value:
+            # a white-box attack that left the audio unchanged saw no gradient: through BPDA, or a differentiable
+            # system whose loss saturates (e.g. CE on PLDA scores of hundreds: softmax is exactly one-hot)
+            # (through BPDA: the saved audio; otherwise the attack's own output, so a budget below one 16-bit step
+            # is not mistaken for a masked gradient)
+            bpda = not self.systems[crafted_on].differentiable
+            code = "zero-bpda-gradient" if bpda else "gradient-masking"
             warnings = [list(w) for w in (warnings or [[] for _ in range(x.shape[0])])]
-            for j, zero in enumerate(reliability.zero_perturbation(adv, x)):
-                if zero and not any(w.get("code") == "zero-bpda-gradient" for w in warnings[j]):
-                    warnings[j].append(reliability.warning("zero-bpda-gradient", "the saved perturbation is all zero"))
+            failed = (~result.success.bool().cpu()).tolist()  # an utterance that met its goal untouched is no sign
+            for j, zero in enumerate(reliability.zero_perturbation(adv if bpda else result.adv.to(x.device), x)):
+                if zero and failed[j] and not any(w.get("code") == code for w in warnings[j]):
+                    warnings[j].append(reliability.warning(code, "the saved perturbation is all zero"))
         n = x.shape[0]
         metric_values = {m.name: m.compute(x.cpu(), adv.cpu()) for m in self._row_metrics()}
         paths: list[str | None] = [None] * n

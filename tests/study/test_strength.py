@@ -97,6 +97,18 @@ def test_a_real_perturbation_through_bpda_is_not_flagged(tmp_path, study_plugin,
     assert "mean SNR (dB) of the saved adversarial audio" in format_table(s)
 
 
+def test_an_attack_left_blind_by_a_masked_gradient_is_flagged_without_the_gradient_check(tmp_path, study_plugin,
+                                                                                        one_thread):
+    """test-stepq claims to be differentiable but its gradient is zero everywhere: PGD crafted through it (adaptive)
+    returns the benign audio and fails — flagged `gradient-masking` from the unchanged output alone (the opt-in
+    gradient check is off); the same PGD on the undefended row moves the audio and is not flagged."""
+    attack = "pgd:steps=2,epsilon=0.002,step_size=0.001"
+    _run(tmp_path, attacks=[attack], defenses=["test-stepq"], settings=["adaptive"], limit=2)
+    masked = _codes(tmp_path, "test-stepq", attack, "adaptive")
+    assert masked and all("gradient-masking" in c for c in masked)
+    assert not any("gradient-masking" in c for c in _codes(tmp_path, "none", attack, "adaptive"))
+
+
 # -- EOT convergence ------------------------------------------------------------------------------------------------
 def test_eot_converged_against_the_wilson_interval():
     lo, hi = wilson(4, 8)
