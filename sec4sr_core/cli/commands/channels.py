@@ -23,16 +23,9 @@ def register(sub) -> None:
     p.add_argument("--channels", type=int, default=20, help="unseen evaluation channels (default 20)")
     p.add_argument("--channel", dest="channel_spec", metavar="SPEC",
                    help="spec of the evaluation channels (default: the --eot-defense spec)")
-    p.add_argument("--task", default="csi-e", choices=["csi-e", "csi-ne", "sv", "osi"])
-    p.add_argument("--dataset", default="embedded", help="dataset spec or folder path (default embedded)")
-    p.add_argument("--limit", type=int, help="only the first N trials (seeded order)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--length", type=float, dest="length_s", help="trial audio length in seconds (default 3)")
-    p.add_argument("--targeted", action="store_true")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="sec4sr-out", help="output folder for channels.json (default sec4sr-out)")
-    p.add_argument("--json", action="store_true", help="print the JSON document instead of the table")
+    from sec4sr_core.cli.commands.transfer import add_study_options
+
+    add_study_options(p, "channels.json")
     p.set_defaults(func=run)
 
 

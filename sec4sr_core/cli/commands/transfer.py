@@ -19,6 +19,13 @@ def register(sub) -> None:
     p.add_argument("--ensemble", action="append", default=[], metavar="A+B",
                    help="an extra source: the ensemble of some of --models with averaged loss (repeatable)")
     p.add_argument("--attack", required=True, help="attack spec or preset, e.g. pgd-10")
+    add_study_options(p, "transfer.json")
+    p.set_defaults(func=run)
+
+
+def add_study_options(p, written: str) -> None:
+    """The flags shared with ``sec4sr run`` that :func:`study_config` reads, plus ``--out`` (the folder ``written``
+    goes to) and ``--json``; used by ``transfer`` and ``channels``."""
     p.add_argument("--task", default="csi-e", choices=["csi-e", "csi-ne", "sv", "osi"])
     p.add_argument("--dataset", default="embedded", help="dataset spec or folder path (default embedded)")
     p.add_argument("--limit", type=int, help="only the first N trials (seeded order)")
@@ -27,9 +34,8 @@ def register(sub) -> None:
     p.add_argument("--length", type=float, dest="length_s", help="trial audio length in seconds (default 3)")
     p.add_argument("--targeted", action="store_true")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="sec4sr-out", help="output folder for transfer.json (default sec4sr-out)")
+    p.add_argument("--out", default="sec4sr-out", help=f"output folder for {written} (default sec4sr-out)")
     p.add_argument("--json", action="store_true", help="print the JSON document instead of the table")
-    p.set_defaults(func=run)
 
 
 def study_config(args):
