@@ -38,6 +38,9 @@ $(STAMP): pyproject.toml sec4sr_plugins_*/pyproject.toml $(APT_STAMP) | $(BIN)/p
 
 install: $(STAMP)
 
+# the Debian packages alone (ffmpeg, sox, chromium, the voice prompts)
+system-deps: $(APT_STAMP)
+
 # The demo study (examples/demo.toml): prints the table, writes demo-out/results.sqlite and demo-out/report.html.
 demo: $(STAMP)
 	$(BIN)/sec4sr run examples/demo.toml --out demo-out --report
